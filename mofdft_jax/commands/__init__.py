@@ -1,0 +1,13 @@
+"""Subcommands of the ``mofdft`` CLI, one module per capability.
+
+``COMMANDS`` lists (name, function) pairs in the order they appear in ``mofdft --help``. A command is
+added here only when its capability exists: there are no placeholder commands.
+"""
+
+from __future__ import annotations
+
+from mofdft_jax.commands.info import info
+
+COMMANDS: list[tuple[str, object]] = [
+    ("info", info),
+]

@@ -1,0 +1,19 @@
+"""jaxtyping aliases used across the package (single source).
+
+Dimension names: ``naux`` density-basis functions, ``natm`` atoms, ``nblk`` grid blocks, ``blk``
+points per block, ``nsig`` significant basis functions per block, ``nslot`` per-atom slots.
+"""
+
+from __future__ import annotations
+
+from jaxtyping import Array, Float, Int, Bool
+
+Scalar = Float[Array, ""]
+Coeffs = Float[Array, "naux"]
+CoulombMatrix = Float[Array, "naux naux"]
+Coords = Float[Array, "natm 3"]
+AtomNumbers = Int[Array, "natm"]
+Forces = Float[Array, "natm 3"]
+
+__all__ = ["Array", "Float", "Int", "Bool", "Scalar", "Coeffs", "CoulombMatrix", "Coords",
+           "AtomNumbers", "Forces"]
