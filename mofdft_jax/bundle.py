@@ -53,6 +53,10 @@ class IntegralBundle(NamedTuple):
       atom_numbers: ``(natm,)`` atomic numbers Z.
       coords: ``(natm, 3)`` nuclear coordinates, Bohr.
       aux_atom: ``(naux,)`` index of the atom carrying each density-basis function.
+      aux_l: ``(naux,)`` angular momentum of each density-basis function (PySCF order: the 2l+1
+        real spherical components of a shell are contiguous), used by the local-frame rotations.
+      overlap: ``(naux, naux)`` density-basis overlap W_μν = ⟨ω_μ|ω_ν⟩ (natural reparametrisation,
+        spec §2.2, and density errors), or ``None`` when not needed.
       grid: quadrature grid data, ``None`` for grid-free targets (``txc``, ``tot``).
       hf_force: ``(natm, 3, naux)`` Hellmann–Feynman force integrals
         F_aμ = Z_a ∫ω_μ(r)(r - R_a)/|r - R_a|³ dr so that the electronic force on atom a is
@@ -67,5 +71,7 @@ class IntegralBundle(NamedTuple):
     atom_numbers: Int[Array, "natm"]
     coords: Float[Array, "natm 3"]
     aux_atom: Int[Array, "naux"]
+    aux_l: Int[Array, "naux"]
     grid: Optional[GridBundle] = None
     hf_force: Optional[Float[Array, "natm 3 naux"]] = None
+    overlap: Optional[Float[Array, "naux naux"]] = None
