@@ -30,85 +30,8 @@ import dataclasses
 import numpy as np
 
 from mofdft_jax.molecules.molecule import Molecule
-from mofdft_jax.qchem.basis import ETB_BETA, PAPER_BASIS
-
-#: 1 meV in Hartree: the paper's SCF convergence threshold on the energy change (spec §1.1).
-PAPER_CONV_TOL = 3.674932e-5
-#: Label target names (spec §3.4): residual KEDF, kinetic + XC, total energy.
-TARGETS = ("ts_res", "txc", "tot")
-#: KS energy component names stored per step and at convergence.
-ENERGY_KEYS = ("e_tot", "kinetic", "hartree", "xc", "external", "e_nuc")
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelSettings:
-    """KS-DFT and labelling settings; the defaults are the paper's (spec §1.1, §1.4, §1.5).
-
-    Attributes:
-      basis: orbital basis (paper: 6-31G(2df,p)).
-      xc: exchange-correlation functional, PySCF name (paper: PBE).
-      grid_level: PySCF grid level for the KS XC and for the density-basis grid terms (paper: 2).
-      conv_tol: SCF convergence on the energy change, Hartree (paper: 1 meV).
-      max_cycle: maximum SCF cycles.
-      init_guess: PySCF initial guess of the SCF (paper: MINAO).
-      diis_space: CDIIS subspace size (PySCF default 8).
-      density_fit: ``"auto"`` (density fitting above ``df_min_atoms`` atoms, as the paper),
-        ``True`` or ``False``.
-      df_auxbasis: auxiliary basis of the SCF density fitting (paper: def2-universal-jfit).
-      df_min_atoms: density fitting is used for molecules with more atoms than this (paper: 30).
-      aux_beta: even-tempered progression factor of the density basis (paper: 2.5).
-      aux_orbital_basis: orbital basis the density basis is generated from (the reference
-        molecule, spec §1.4); ``None`` means the paper's 6-31G(2df,p) whatever ``basis`` is, so the
-        density basis (and the model's slot layout) never changes with the cheap presets.
-      fit: density fit of the labels: ``"coulomb+ext"`` (paper, stacked least squares),
-        ``"coulomb+ext-metric"`` (minimiser of the written objective, spec §1.5 caveat) or
-        ``"coulomb"``.
-      with_gradients: compute gradient labels (needs the grid and JAX autodiff).
-      use_gpu: run the SCF with gpu4pyscf (``mf.to_gpu()``); labels are computed on the host.
-      max_memory_mb: PySCF memory limit.
-    """
-
-    basis: str = PAPER_BASIS
-    xc: str = "pbe"
-    grid_level: int = 2
-    conv_tol: float = PAPER_CONV_TOL
-    max_cycle: int = 100
-    init_guess: str = "minao"
-    diis_space: int = 8
-    density_fit: bool | str = "auto"
-    df_auxbasis: str = "def2-universal-jfit"
-    df_min_atoms: int = 30
-    aux_beta: float = ETB_BETA
-    aux_orbital_basis: str | None = None
-    fit: str = "coulomb+ext"
-    with_gradients: bool = True
-    use_gpu: bool = False
-    max_memory_mb: int = 16000
-
-    def uses_density_fit(self, natm: int) -> bool:
-        """Whether the SCF of a molecule with ``natm`` atoms uses density fitting."""
-        if self.density_fit == "auto":
-            return natm > self.df_min_atoms
-        return bool(self.density_fit)
-
-    def replace(self, **changes) -> "LabelSettings":
-        """A copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        """Plain dict of the settings (stored with the data)."""
-        return dataclasses.asdict(self)
-
-
-#: The paper's settings (spec §1.1).
-PAPER_SETTINGS = LabelSettings()
-#: Cheap settings for tests and the ``quick`` preset: small orbital basis, coarse grid. The density
-#: basis is still the paper's ETB of 6-31G(2df,p) (``aux_orbital_basis=None``).
-QUICK_SETTINGS = LabelSettings(basis="6-31G", grid_level=1)
-#: Cheapest settings (unit tests): STO-3G, grid level 0 (energies are not meaningful).
-TEST_SETTINGS = LabelSettings(basis="sto-3g", grid_level=0)
-#: Named presets.
-LABEL_PRESETS = {"paper": PAPER_SETTINGS, "quick": QUICK_SETTINGS, "test": TEST_SETTINGS}
+from mofdft_jax.qchem.settings import (ENERGY_KEYS, LABEL_PRESETS, PAPER_CONV_TOL, PAPER_SETTINGS,
+                                       QUICK_SETTINGS, TARGETS, TEST_SETTINGS, LabelSettings)
 
 
 @dataclasses.dataclass
@@ -155,3 +78,165 @@ class MoleculeLabels:
     def naux(self) -> int:
         """Number of density-basis functions."""
         return int(self.p_ref.shape[0])
+
+
+def _grid_terms_fn(xc: str, with_kinetic: bool):
+    """A jitted ``(coeffs (K, naux), bundle) -> values, grads`` of E_XC and T_APBE per row.
+
+    Values ``{"xc": (K,), "kinetic": (K,)}`` and gradients of the same keys ``(K, naux)`` by JAX
+    autodiff (spec §1.7). All K rows and both terms share one forward and one (batched) backward
+    pass over the grid, so the density-basis values are streamed twice in total.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from mofdft_jax.functionals import grid_energy_terms
+
+    kinetic = "apbe" if with_kinetic else None
+
+    def run(coeffs, bundle):
+        def all_rows(c):
+            return jax.vmap(lambda p: grid_energy_terms(p, bundle, kinetic=kinetic, xc=xc))(c)
+
+        vals, vjp_fn = jax.vjp(all_rows, coeffs)
+        keys = sorted(vals)
+        ones = jnp.ones(coeffs.shape[0], dtype=coeffs.dtype)
+        cots = {k: jnp.stack([ones if k == key else 0 * ones for key in keys]) for k in keys}
+        grads = jax.vmap(lambda cot: vjp_fn(cot)[0])(cots)
+        return vals, {key: grads[i] for i, key in enumerate(keys)}
+
+    return jax.jit(run)
+
+
+def compute_step_labels(run, auxmol, bundle, coeffs: np.ndarray) -> dict:
+    """Value and gradient labels of every SCF step from a recorded KS run (spec §1.6–§1.7).
+
+    Args:
+      run: :class:`~mofdft_jax.qchem.ksdft.KSRun` (steps 0..K, step 0 the initial guess).
+      auxmol: density-basis molecule.
+      bundle: :class:`~mofdft_jax.bundle.IntegralBundle` with a grid.
+      coeffs: ``(K+1, naux)`` fitted p⁽ᵏ⁾ of all steps including the initial guess.
+
+    Returns:
+      dict with ``ts (K,)``, ``ts_grad (K, naux)``, ``targets``, ``target_grads`` (labelled steps
+      1..K) and the per-step (0..K) pieces ``e_eff_p``, ``grad_e_eff_p``, ``xc_p``, ``t_apbe_p``.
+    """
+    import jax.numpy as jnp
+
+    xc_key = run.settings.xc.lower()
+    values, grads = _grid_terms_fn(xc_key, with_kinetic=True)(jnp.asarray(coeffs), bundle)
+    xc_p = np.asarray(values["xc"])
+    t_apbe_p = np.asarray(values["kinetic"])
+    w2 = np.asarray(bundle.coulomb)
+    v_ext = np.asarray(bundle.v_ext)
+    wp = coeffs @ w2
+    e_eff_p = 0.5 * np.einsum("kn,kn->k", coeffs, wp) + coeffs @ v_ext + xc_p
+    grad_e_eff_p = wp + v_ext[None] + np.asarray(grads["xc"])
+
+    e = run.energies
+    e_eff_c = e["hartree"] + e["xc"] + e["external"]
+    steps = np.arange(1, run.n_steps + 1)
+    ts = e["kinetic"][steps] + e_eff_c[steps] - e_eff_p[steps]
+    # v_eff^(k) = Σ_i π_i^(k) ∇E_eff(p^(s_i)) (spec §1.7)
+    v_eff = np.stack([run.diis_weights[k] @ grad_e_eff_p[run.diis_steps[k]] for k in steps])
+    ts_grad = -v_eff
+    targets = {
+        "ts_res": ts - t_apbe_p[steps],
+        "txc": e["kinetic"][steps] + e["xc"][steps],
+        "tot": e["e_tot"][steps],
+    }
+    target_grads = {
+        "ts_res": ts_grad - np.asarray(grads["kinetic"])[steps],
+        "txc": ts_grad + np.asarray(grads["xc"])[steps],
+        "tot": ts_grad + grad_e_eff_p[steps],
+    }
+    return {"ts": ts, "ts_grad": ts_grad, "targets": targets, "target_grads": target_grads,
+            "e_eff_p": e_eff_p, "grad_e_eff_p": grad_e_eff_p, "xc_p": xc_p, "t_apbe_p": t_apbe_p}
+
+
+def compute_init_coeffs(mf, mol, auxmol, fitter_coulomb, keys=("minao", "huckel"),
+                        known: dict | None = None) -> dict:
+    """Initial-guess coefficients: PySCF ``get_init_guess(key)`` then a plain Coulomb fit (§4.3)."""
+    known = known or {}
+    out = {}
+    for key in keys:
+        dm = known.get(key)
+        if dm is None:
+            dm = mf.get_init_guess(mol, key)
+        out[key] = fitter_coulomb.fit(np.asarray(dm))
+    return out
+
+
+def compute_labels(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
+                   verbose: int = 0, on_step=None) -> MoleculeLabels:
+    """Run KS-DFT with ``settings`` and compute all labels of ``molecule`` (spec §1.3–§1.7).
+
+    Steps: recorded KS run (:func:`~mofdft_jax.qchem.ksdft.run_ks`); fit every step's density
+    matrix (``settings.fit``); grid terms E_XC(p), T_APBE(p) and their gradients by JAX autodiff;
+    T_S labels with the fitting correction; −v_eff⁽ᵏ⁾ from the DIIS weights; the three targets; p*,
+    KS components, HF forces of p*, MINAO and Hückel initial coefficients.
+    """
+    import time
+
+    import pyscf
+
+    from mofdft_jax.qchem.basis import make_auxbasis, make_auxmol
+    from mofdft_jax.qchem.fitting import DensityFitter, project_density_matrices
+    from mofdft_jax.qchem.integrals import build_integral_bundle, hf_forces
+    from mofdft_jax.qchem.ksdft import run_ks, to_numpy
+
+    t0 = time.perf_counter()
+    run = run_ks(molecule, settings, verbose=verbose, on_step=on_step)
+    mol = run.mol
+    auxmol = make_auxmol(mol, make_auxbasis(settings.density_basis_source, settings.aux_beta))
+    bundle = build_integral_bundle(mol, auxmol, grid_level=settings.grid_level,
+                                   with_forces=False, with_overlap=False)
+    w2 = np.asarray(bundle.coulomb)
+    v_ext = np.asarray(bundle.v_ext)
+    fitter = DensityFitter(mol, auxmol, settings.fit, coulomb=w2, v_ext=v_ext)
+    init_dms = {}
+    if settings.init_guess.lower() in ("minao", "huckel"):
+        init_dms[settings.init_guess.lower()] = run.dms[0]
+    init_keys = ("minao", "huckel")
+    extra_dms = [to_numpy(run.mf.get_init_guess(mol, k)) for k in init_keys if k not in init_dms]
+    for k, dm in zip([k for k in init_keys if k not in init_dms], extra_dms):
+        init_dms[k] = dm
+    # one blocked 3-centre pass for every density matrix (SCF steps and initial guesses)
+    all_dms = np.concatenate([run.dms, np.stack([init_dms[k] for k in init_keys])])
+    proj = project_density_matrices(all_dms, mol, auxmol)
+    nsteps = run.dms.shape[0]
+    coeffs = fitter.fit(run.dms, projections=proj[:nsteps],
+                        external_energies=run.energies["external"])
+    coulomb_fitter = (fitter if settings.fit == "coulomb"
+                      else DensityFitter(mol, auxmol, "coulomb", coulomb=w2, v_ext=v_ext))
+    init_coeffs = {k: coulomb_fitter.fit(init_dms[k], projections=proj[nsteps + i])
+                   for i, k in enumerate(init_keys)}
+
+    step = compute_step_labels(run, auxmol, bundle, coeffs)
+    p_ref = coeffs[-1]
+    steps = slice(1, nsteps)
+    settings_dict = settings.to_dict()
+    settings_dict.update({
+        "pyscf_version": pyscf.__version__,
+        "density_fit_used": settings.uses_density_fit(mol.natm),
+        "nao": int(mol.nao_nr()),
+        "naux": int(auxmol.nao_nr()),
+        "density_basis_source": settings.density_basis_source,
+    })
+    return MoleculeLabels(
+        molecule=molecule,
+        settings=settings_dict,
+        n_steps=run.n_steps,
+        coeffs=coeffs[steps],
+        ts=step["ts"],
+        ts_grad=step["ts_grad"],
+        targets=step["targets"],
+        target_grads=step["target_grads"],
+        step_energies={k: v[steps].copy() for k, v in run.energies.items()},
+        p_ref=p_ref,
+        ks_energy=run.final_energies(),
+        hf_forces_ref=hf_forces(p_ref, mol, auxmol),
+        init_coeffs=init_coeffs,
+        converged=run.converged,
+        wall_s=time.perf_counter() - t0,
+    )

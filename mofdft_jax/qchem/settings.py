@@ -1,0 +1,88 @@
+"""KS-DFT and labelling settings (spec §1.1, §1.4, §1.5): the paper's defaults and cheap presets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mofdft_jax.qchem.basis import ETB_BETA, PAPER_BASIS
+
+#: 1 meV in Hartree: the paper's SCF convergence threshold on the energy change (spec §1.1).
+PAPER_CONV_TOL = 3.674932e-5
+#: Label target names (spec §3.4): residual KEDF, kinetic + XC, total energy.
+TARGETS = ("ts_res", "txc", "tot")
+#: KS energy component names stored per step and at convergence.
+ENERGY_KEYS = ("e_tot", "kinetic", "hartree", "xc", "external", "e_nuc")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSettings:
+    """KS-DFT and labelling settings; the defaults are the paper's (spec §1.1, §1.4, §1.5).
+
+    Attributes:
+      basis: orbital basis (paper: 6-31G(2df,p)).
+      xc: exchange-correlation functional, PySCF name (paper: PBE).
+      grid_level: PySCF grid level for the KS XC and for the density-basis grid terms (paper: 2).
+      conv_tol: SCF convergence on the energy change, Hartree (paper: 1 meV).
+      max_cycle: maximum SCF cycles (PySCF default 50).
+      init_guess: PySCF initial guess of the SCF (paper: MINAO).
+      diis_space: CDIIS subspace size (PySCF default 8).
+      density_fit: ``"auto"`` (density fitting above ``df_min_atoms`` atoms, as the paper),
+        ``True`` or ``False``.
+      df_auxbasis: auxiliary basis of the SCF density fitting (paper: def2-universal-jfit).
+      df_min_atoms: density fitting is used for molecules with more atoms than this (paper: 30).
+      aux_beta: even-tempered progression factor of the density basis (paper: 2.5).
+      aux_orbital_basis: orbital basis the density basis is generated from (the reference
+        molecule, spec §1.4); ``None`` means the paper's 6-31G(2df,p) whatever ``basis`` is, so the
+        density basis (and the model's slot layout) never changes with the cheap presets.
+      fit: density fit of the labels: ``"coulomb+ext"`` (paper, stacked least squares),
+        ``"coulomb+ext-metric"`` (minimiser of the written objective, spec §1.5 caveat) or
+        ``"coulomb"``.
+      use_gpu: run the SCF with gpu4pyscf (``mf.to_gpu()``); labels are computed on the host.
+      max_memory_mb: PySCF memory limit.
+    """
+
+    basis: str = PAPER_BASIS
+    xc: str = "pbe"
+    grid_level: int = 2
+    conv_tol: float = PAPER_CONV_TOL
+    max_cycle: int = 50
+    init_guess: str = "minao"
+    diis_space: int = 8
+    density_fit: bool | str = "auto"
+    df_auxbasis: str = "def2-universal-jfit"
+    df_min_atoms: int = 30
+    aux_beta: float = ETB_BETA
+    aux_orbital_basis: str | None = None
+    fit: str = "coulomb+ext"
+    use_gpu: bool = False
+    max_memory_mb: int = 16000
+
+    def uses_density_fit(self, natm: int) -> bool:
+        """Whether the SCF of a molecule with ``natm`` atoms uses density fitting."""
+        if self.density_fit == "auto":
+            return natm > self.df_min_atoms
+        return bool(self.density_fit)
+
+    @property
+    def density_basis_source(self) -> str:
+        """Orbital basis of the reference molecule the density basis is generated from."""
+        return PAPER_BASIS if self.aux_orbital_basis is None else self.aux_orbital_basis
+
+    def replace(self, **changes) -> "LabelSettings":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain dict of the settings (stored with the data)."""
+        return dataclasses.asdict(self)
+
+
+#: The paper's settings (spec §1.1).
+PAPER_SETTINGS = LabelSettings()
+#: Cheap settings for tests and the ``quick`` preset: small orbital basis, coarse grid. The density
+#: basis is still the paper's ETB of 6-31G(2df,p) (``aux_orbital_basis=None``).
+QUICK_SETTINGS = LabelSettings(basis="6-31G", grid_level=1)
+#: Cheapest settings (unit tests): STO-3G, grid level 0 (energies are not meaningful).
+TEST_SETTINGS = LabelSettings(basis="sto-3g", grid_level=0)
+#: Named presets.
+LABEL_PRESETS = {"paper": PAPER_SETTINGS, "quick": QUICK_SETTINGS, "test": TEST_SETTINGS}
