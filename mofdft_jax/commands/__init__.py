@@ -6,10 +6,12 @@ added here only when its capability exists: there are no placeholder commands.
 
 from __future__ import annotations
 
+from mofdft_jax.commands.datagen import datagen
 from mofdft_jax.commands.info import info
 from mofdft_jax.commands.verify import verify
 
 COMMANDS: list[tuple[str, object]] = [
     ("info", info),
+    ("datagen", datagen),
     ("verify", verify),
 ]
