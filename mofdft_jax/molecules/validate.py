@@ -1,0 +1,124 @@
+"""Input validation before any expensive work (issue 4, "Molecules"; DESIGN data flow step 1).
+
+M-OFDFT's density basis and learned functional cover H, C, N, O, F only (spec §1.1, §1.4), and the
+paper's molecules are neutral and closed-shell. Everything else is refused here with one
+:class:`~mofdft_jax.molecules.InputError` line that names the source (file, frame, line) and the
+offending atom(s), before PySCF or JAX spends minutes on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from mofdft_jax.molecules.molecule import InputError, Molecule
+from mofdft_jax.units import ANGSTROM_TO_BOHR, BOHR_TO_ANGSTROM, SUPPORTED_ELEMENTS
+
+#: Atoms closer than this (Angstrom) are refused: no bonded pair is shorter (H2: 0.74 A).
+MIN_DISTANCE_ANGSTROM = 0.5
+
+
+def element_symbol(z: int) -> str:
+    """Chemical symbol of atomic number ``z`` for any element ('Cl' for 17; 'Z0' for dummies)."""
+    from ase.data import chemical_symbols
+
+    z = int(z)
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z{z}"
+
+
+def atomic_number(symbol: str) -> int | None:
+    """Atomic number of a chemical symbol (case-insensitive: 'CL', 'cl', 'Cl'); ``None`` if unknown.
+
+    A plain integer string ('6') is accepted as an atomic number, as some xyz writers emit it.
+    """
+    from ase.data import atomic_numbers
+
+    s = symbol.strip()
+    if s.isdigit():
+        z = int(s)
+        return z if 0 < z <= 118 else None
+    s = s[:1].upper() + s[1:].lower()
+    z = atomic_numbers.get(s)
+    return int(z) if z else None
+
+
+def _atom(mol: Molecule, atom_lines: Sequence[int] | None, i: int) -> str:
+    """Human locator of atom ``i`` (0-based index, element, file line when known)."""
+    line = f", line {atom_lines[i]}" if atom_lines is not None else ""
+    return f"atom {i} ({element_symbol(mol.numbers[i])}{line})"
+
+
+def validate_molecule(
+    mol: Molecule,
+    *,
+    allow_charged: bool = False,
+    allow_open_shell: bool = False,
+    source: str | None = None,
+    atom_lines: Sequence[int] | None = None,
+) -> Molecule:
+    """Check that ``mol`` is something M-OFDFT can compute; return it unchanged or raise.
+
+    Checks, in order (each failure raises :class:`InputError` with one line):
+
+    1. at least one atom;
+    2. every coordinate finite (no NaN or inf);
+    3. every element in H, C, N, O, F (``SUPPORTED_ELEMENTS``, spec §1.1);
+    4. total charge 0 unless ``allow_charged``;
+    5. electron count and spin consistent (N_e and 2S of equal parity, 2S <= N_e), and closed shell
+       (2S = 0, even N_e) unless ``allow_open_shell``;
+    6. no two atoms closer than ``MIN_DISTANCE_ANGSTROM`` = 0.5 A (pairs found with a k-d tree,
+       O(N log N), so 700-atom proteins cost milliseconds).
+
+    Args:
+      mol: the molecule.
+      allow_charged: accept a non-zero total charge.
+      allow_open_shell: accept an odd electron count or 2S > 0.
+      source: where the molecule came from ('water.xyz frame 2', 'SMILES CCO'); defaults to
+        ``mol.name``. It starts every message.
+      atom_lines: optional 1-based file line of each atom, so messages can name the line.
+
+    Returns:
+      ``mol`` (so readers can write ``return validate_molecule(mol, ...)``).
+    """
+    where = source if source is not None else mol.name
+    if mol.natm == 0:
+        raise InputError(f"{where}: no atoms")
+    coords = mol.coords_bohr
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        xyz = ", ".join(f"{v:g}" for v in coords[i] * BOHR_TO_ANGSTROM)
+        raise InputError(f"{where}: {_atom(mol, atom_lines, i)} has a non-finite coordinate "
+                         f"({xyz}) Angstrom")
+    unsupported = ~np.isin(mol.numbers, SUPPORTED_ELEMENTS)
+    if unsupported.any():
+        i = int(np.flatnonzero(unsupported)[0])
+        others = int(unsupported.sum()) - 1
+        more = f" (and {others} more unsupported atoms)" if others else ""
+        raise InputError(f"{where}: {_atom(mol, atom_lines, i)} is element Z={int(mol.numbers[i])}; "
+                         f"M-OFDFT supports H, C, N, O, F only{more}")
+    if mol.charge != 0 and not allow_charged:
+        raise InputError(f"{where}: total charge {mol.charge:+d}; M-OFDFT is trained on neutral "
+                         "molecules (pass allow_charged=True to run it anyway)")
+    n_elec = mol.n_electrons
+    if mol.spin < 0 or mol.spin > n_elec or (n_elec - mol.spin) % 2:
+        raise InputError(f"{where}: spin 2S={mol.spin} is impossible with {n_elec} electrons "
+                         "(2S must have the parity of the electron count)")
+    if (mol.spin != 0 or n_elec % 2) and not allow_open_shell:
+        why = f"{n_elec} electrons (odd)" if n_elec % 2 else f"spin 2S={mol.spin}"
+        raise InputError(f"{where}: open shell, {why}; M-OFDFT is trained on closed-shell molecules"
+                         " (pass allow_open_shell=True to run it anyway; a charged input may need "
+                         "its charge set)")
+    if mol.natm > 1:
+        pairs = cKDTree(coords).query_pairs(MIN_DISTANCE_ANGSTROM * ANGSTROM_TO_BOHR,
+                                            output_type="ndarray")
+        if len(pairs):
+            d = np.linalg.norm(coords[pairs[:, 0]] - coords[pairs[:, 1]], axis=1)
+            k = int(np.argmin(d))
+            i, j = sorted(int(a) for a in pairs[k])
+            raise InputError(f"{where}: {_atom(mol, atom_lines, i)} and {_atom(mol, atom_lines, j)} "
+                             f"are {d[k] * BOHR_TO_ANGSTROM:.3f} Angstrom apart (minimum "
+                             f"{MIN_DISTANCE_ANGSTROM} Angstrom)")
+    return mol
