@@ -28,8 +28,9 @@ from mofdft_jax.molecules.peptides import (
 from mofdft_jax.molecules.proteins import (
     PAPER_PROTEINS,
     ProteinSpec,
+    build_paper_protein,
     build_protein,
-    paper_protein,
+    find_protein_spec,
     protein_from_pdb,
 )
 from mofdft_jax.molecules.sampling import (
@@ -50,14 +51,15 @@ __all__ = [
     "ProteinSpec",
     "Qm9Record",
     "bond_scan",
+    "build_paper_protein",
     "build_protein",
     "chignolin",
     "chignolin_fragments",
     "find_chain",
+    "find_protein_spec",
     "internal_modes",
     "molecule_from_smiles",
     "optimize_mmff",
-    "paper_protein",
     "peptide_molecule",
     "peptide_smiles",
     "protein_from_pdb",

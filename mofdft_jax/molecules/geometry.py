@@ -61,7 +61,8 @@ def moving_side(nbrs: list[list[int]], i: int, j: int) -> np.ndarray:
             if a == j and b == i:
                 continue
             if b == i:
-                raise ValueError(f"atoms {i} and {j} are in a ring: the bond does not split the molecule")
+                raise ValueError(f"atoms {i} and {j} are in a ring: the bond does not split the "
+                                 "molecule")
             if b not in seen:
                 seen.add(b)
                 queue.append(b)

@@ -2,8 +2,8 @@
 
 Formats (issue 4, "Molecules"):
 
-- xyz, single or multi-frame (:func:`read_xyz`, :func:`write_xyz`); the comment line carries the name
-  and optional ``charge=`` / ``spin=`` / ``energy_ha=`` tokens.
+- xyz, single or multi-frame (:func:`read_xyz`, :func:`write_xyz`); the comment line carries the
+  name and optional ``charge=`` / ``spin=`` / ``energy_ha=`` tokens.
 - QM9 extended xyz (:func:`read_qm9_xyz`): line 2 is ``gdb N A B C mu alpha homo lumo gap r2 zpve
   U0 U H G Cv``, atom lines have a fifth column (Mulliken charge), numbers may be written as
   ``1.2*^-6`` (Mathematica), and three trailing lines hold frequencies, SMILES and InChI.
@@ -80,8 +80,8 @@ def _parse_comment(comment: str, default_name: str, where: str) -> dict:
             fields[key if key != "energy_ha" else "energy_ref"] = (
                 float(value) if key == "energy_ha" else int(value))
         except ValueError:
-            raise InputError(f"{where}: cannot read '{token}' (expected an integer charge/spin or a "
-                             "float energy_ha)") from None
+            raise InputError(f"{where}: cannot read '{token}' (expected an integer charge/spin "
+                             "or a float energy_ha)") from None
     name = " ".join(rest)
     if name and "=" not in name and len(name) <= 120:
         fields["name"] = name
@@ -125,8 +125,8 @@ def read_xyz(path: PathLike, *, validate: bool = True, allow_charged: bool = Fal
             raise InputError(f"{p} line {i + 1}: a frame must have at least one atom, got {natm}")
         if i + 2 + natm > len(lines):
             n_have = max(0, len(lines) - i - 2)
-            raise InputError(f"{p} line {i + 1}: frame promises {natm} atoms but the file ends after "
-                             f"{n_have} atom line(s)")
+            raise InputError(f"{p} line {i + 1}: frame promises {natm} atoms but the file ends "
+                             f"after {n_have} atom line(s)")
         comment = lines[i + 1]
         numbers = np.empty(natm, dtype=np.int64)
         coords = np.empty((natm, 3))
@@ -229,8 +229,8 @@ def read_qm9_xyz(path: PathLike, *, validate: bool = True) -> Qm9Record:
     try:
         natm = int(lines[0].split()[0])
     except (ValueError, IndexError):
-        raise InputError(f"{p} line 1: expected the number of atoms, got '{lines[0].strip()[:60]}'")\
-            from None
+        raise InputError(f"{p} line 1: expected the number of atoms, got "
+                         f"'{lines[0].strip()[:60]}'") from None
     if len(lines) < natm + 5:
         raise InputError(f"{p}: a QM9 record with {natm} atoms has {natm + 5} lines, the file has "
                          f"{len(lines)}")
@@ -298,7 +298,8 @@ def read_md17_npz(path: PathLike, *, indices: Sequence[int] | slice | None = Non
         data = np.load(p, allow_pickle=False)
         keys = set(data.files)
     except Exception as err:  # noqa: BLE001 - numpy raises several types for bad archives
-        raise InputError(f"{p}: not a readable .npz archive ({type(err).__name__}: {err})") from None
+        raise InputError(f"{p}: not a readable .npz archive ({type(err).__name__}: {err})")\
+            from None
     names = {"R": "coords", "z": "nuclear_charges", "E": "energies", "F": "forces"}
     key = {k: (k if k in keys else alt if alt in keys else None) for k, alt in names.items()}
     if key["R"] is None or key["z"] is None:
@@ -309,8 +310,8 @@ def read_md17_npz(path: PathLike, *, indices: Sequence[int] | slice | None = Non
     if r_all.ndim == 2:
         r_all = r_all[None]
     if r_all.ndim != 3 or r_all.shape[1:] != (len(z), 3):
-        raise InputError(f"{p}: '{key['R']}' has shape {r_all.shape}, expected (nframe, {len(z)}, 3)"
-                         f" to match '{key['z']}'")
+        raise InputError(f"{p}: '{key['R']}' has shape {r_all.shape}, expected "
+                         f"(nframe, {len(z)}, 3) to match '{key['z']}'")
     nframe = r_all.shape[0]
     sel = np.arange(nframe)[indices] if indices is not None else np.arange(nframe)
     sel = np.atleast_1d(sel)
@@ -502,7 +503,8 @@ def read_molecules(source: PathLike, *, seed: int = 0, allow_charged: bool = Fal
         from mofdft_jax.molecules.smiles import molecule_from_smiles
 
         return [molecule_from_smiles(text[len("smiles:"):].strip(), seed=seed,
-                                     allow_charged=allow_charged, allow_open_shell=allow_open_shell)]
+                                     allow_charged=allow_charged,
+                                     allow_open_shell=allow_open_shell)]
     path = Path(text)
     if not path.exists():
         hint = f" (for a SMILES string write smiles:{text})" if not path.suffix else ""
@@ -517,5 +519,5 @@ def read_molecules(source: PathLike, *, seed: int = 0, allow_charged: bool = Fal
         return read_md17_npz(path)
     if ext in (".smi", ".smiles"):
         return read_smiles_file(path, seed=seed)
-    raise InputError(f"{text}: unsupported file type '{ext or '(none)'}' (use .xyz, .pdb, .npz, .smi "
-                     "or smiles:<SMILES>)")
+    raise InputError(f"{text}: unsupported file type '{ext or '(none)'}' (use .xyz, .pdb, .npz, "
+                     ".smi or smiles:<SMILES>)")

@@ -19,8 +19,9 @@ embed a 750-atom chain (gave up after 187 s, environment_notes §8), so long cha
    trace stays within 0.4 A RMSD of the ideal helix);
 5. neutralisation by editing hydrogens: the N-terminal NH3+ loses H3, the C-terminal COO- gains
    HXT on OXT (O-H 0.97 A, C-O-H 107 degrees, syn to the carbonyl O), each Arg loses HH22 (neutral
-   guanidine). Amber14 has no templates for these neutral forms, so the relaxation runs on the
-   charged form before the edits; the one added hydrogen per chain is placed at ideal geometry.
+   guanidine); Asp/Glu/Lys at a chain end (Amber14 has no CASH, NLYN, ... templates) are edited
+   the same way. Amber14 has no templates for these neutral forms, so the relaxation runs on the
+   charged form before the edits; the added hydrogens are placed at ideal geometry.
 
 The result has zero protonation charge (checked by counting hydrogens against the neutral formula,
 :func:`protonation_charge`) and an even electron count. Chignolin ``YYDPETGTWY`` built this way has
@@ -103,18 +104,19 @@ PAPER_PROTEINS: dict[str, ProteinSpec] = {
     "2WXC": ProteinSpec(
         key="2WXC", name="BBL-H142W", sequence="GSQNNDALSPAIRRLLAEWNLDASAIKGTGVGGRLTREDVEKHLAKA",
         n_atoms_paper=709, n_electrons_paper=2676, stand_in=False,
-        note="47-residue BBL H142W as simulated by Lindorff-Larsen et al., Science 334, 517 (2011), "
-             "written from memory (no network here); its neutral all-atom formula (free termini, "
-             "ASH/GLH/LYN/HIE, neutral Arg) gives exactly the paper's 709 atoms and 2,676 electrons, "
-             "which pins the composition; not compared residue by residue with the PDB entry."),
+        note="47-residue BBL H142W as simulated by Lindorff-Larsen et al., Science 334, 517 "
+             "(2011), written from memory (no network here); its neutral all-atom formula (free "
+             "termini, ASH/GLH/LYN/HIE, neutral Arg) gives exactly the paper's 709 atoms and 2,676 "
+             "electrons, which pins the composition; not compared residue by residue with the PDB "
+             "entry."),
     "1PRB": ProteinSpec(
         key="1PRB", name="proteinB-K5I-K39V",
         sequence="LKNAIEDAIAELKKAGITSDFYFNAINKAKTVEEVNALVNEILKAHA",
         n_atoms_paper=738, n_electrons_paper=2750, stand_in=False,
         note="47-residue protein B (albumin-binding GA module) K5I/K39V as simulated by "
-             "Lindorff-Larsen et al. (2011), written from memory; the neutral formula gives exactly "
-             "the paper's 738 atoms and 2,750 electrons (the wild type K5/K39 would give 745 and "
-             "2,774), which pins the composition; not compared with the PDB entry."),
+             "Lindorff-Larsen et al. (2011), written from memory; the neutral formula gives "
+             "exactly the paper's 738 atoms and 2,750 electrons (the wild type K5/K39 would give "
+             "745 and 2,774), which pins the composition; not compared with the PDB entry."),
 }
 
 
@@ -271,16 +273,31 @@ def protein_from_pdb(path: str | Path, *, name: str | None = None, relax: str = 
                                      pdb_out=pdb_out, source=str(p), timings=timings)
 
 
-def paper_protein(key: str, *, pdb_path: str | Path | None = None, seed: int = 0) -> Molecule:
-    """One of the paper's timing proteins ('2WXC' or '1PRB'): from the user's PDB file when given
-    (:func:`protein_from_pdb`), else built from :data:`PAPER_PROTEINS`' sequence."""
-    try:
-        spec = PAPER_PROTEINS[key.upper()]
-    except KeyError:
-        raise InputError(f"unknown paper protein '{key}' (known: {sorted(PAPER_PROTEINS)})") from None
+def build_paper_protein(name: str, *, pdb_path: str | Path | None = None,
+                        seed: int = 0) -> Molecule:
+    """One of the paper's timing proteins: from the user's PDB file when given
+    (:func:`protein_from_pdb`), else built from the sequence in :data:`PAPER_PROTEINS`
+    (:func:`build_protein`).
+
+    Args:
+      name: PDB id ('2WXC', '1PRB'), protein name ('BBL-H142W', 'proteinB-K5I-K39V') or label,
+        case-insensitive.
+      pdb_path: the user's PDB file (e.g. from the paper's D. E. Shaw source) to use instead.
+    """
+    spec = find_protein_spec(name)
     if pdb_path is not None:
-        return protein_from_pdb(pdb_path, name=f"{spec.key}-{spec.name}-pdb", seed=seed)
+        return protein_from_pdb(pdb_path, name=f"{spec.label}-pdb", seed=seed)
     return build_protein(spec, seed=seed)
+
+
+def find_protein_spec(name: str) -> ProteinSpec:
+    """The :data:`PAPER_PROTEINS` entry whose key, name or label is ``name`` (case-insensitive)."""
+    wanted = name.strip().lower()
+    for spec in PAPER_PROTEINS.values():
+        if wanted in (spec.key.lower(), spec.name.lower(), spec.label.lower()):
+            return spec
+    known = ", ".join(f"{s.key} ({s.name})" for s in PAPER_PROTEINS.values())
+    raise InputError(f"unknown paper protein '{name}' (known: {known})")
 
 
 def _fix_protonate_neutralise(pdb_source, *, name: str, relax: str, seed: int, pdb_out,
@@ -316,7 +333,7 @@ def _fix_protonate_neutralise(pdb_source, *, name: str, relax: str, seed: int, p
     t1 = time.perf_counter()
 
     forcefield = app.ForceField("amber14-all.xml")
-    variants = [NEUTRAL_VARIANTS.get(r.name) for r in modeller.topology.residues()]
+    variants = _neutral_variants(modeller.topology)
     platform = openmm.Platform.getPlatformByName("Reference")
     try:
         with _seeded_python_random(seed):
@@ -361,17 +378,33 @@ def _fix_protonate_neutralise(pdb_source, *, name: str, relax: str, seed: int, p
     return mol
 
 
+def _neutral_variants(topology) -> list[str | None]:
+    """Amber14 variant per residue: ASH, GLH, LYN, HIE inside chains; at chain ends, where Amber14
+    has only charged terminal templates (CASP, NLYS, ...), the charged ASP, GLU, LYS, which
+    :func:`_neutralise` then edits to neutral."""
+    variants: list[str | None] = []
+    for chain in topology.chains():
+        residues = list(chain.residues())
+        for k, r in enumerate(residues):
+            variant = NEUTRAL_VARIANTS.get(r.name)
+            if k in (0, len(residues) - 1) and variant in ("ASH", "GLH", "LYN"):
+                variant = {"ASH": "ASP", "GLH": "GLU", "LYN": "LYS"}[variant]
+            variants.append(variant)
+    return variants
+
+
 def _check_protein(modeller, source: str) -> None:
     """Refuse sulfur residues and chain gaps before spending time on hydrogens."""
+    allowed = ("H", "C", "N", "O", "F")
     for chain in modeller.topology.chains():
         residues = list(chain.residues())
         for r in residues:
-            if any(a.element is not None and a.element.symbol not in ("H", "C", "N", "O", "F")
-                   for a in r.atoms()):
-                bad = next(a for a in r.atoms() if a.element.symbol not in ("H", "C", "N", "O", "F"))
+            bad = next((a for a in r.atoms() if a.element is None
+                        or a.element.symbol not in allowed), None)
+            if bad is not None:
+                element = bad.element.symbol if bad.element is not None else "unknown element"
                 raise InputError(f"{source}: residue {r.name} {r.id} (chain {chain.id}) has atom "
-                                 f"{bad.name} ({bad.element.symbol}); M-OFDFT supports H, C, N, O, F "
-                                 "only")
+                                 f"{bad.name} ({element}); M-OFDFT supports H, C, N, O, F only")
         pos = modeller.positions
         for a, b in zip(residues[:-1], residues[1:], strict=True):
             c = next((x for x in a.atoms() if x.name == "C"), None)
@@ -382,23 +415,37 @@ def _check_protein(modeller, source: str) -> None:
                                - np.array(pos[n.index].value_in_unit(pos.unit)))
             d_ang = d * (10.0 if str(pos.unit) == "nanometer" else 1.0)
             if d_ang > 2.0:
-                raise InputError(f"{source}: chain {chain.id} is broken between {a.name} {a.id} and "
-                                 f"{b.name} {b.id} (C-N {d_ang:.1f} Angstrom); missing residues are "
-                                 "not modelled")
+                raise InputError(f"{source}: chain {chain.id} is broken between {a.name} {a.id} "
+                                 f"and {b.name} {b.id} (C-N {d_ang:.1f} Angstrom); missing "
+                                 "residues are not modelled")
 
 
 def _neutralise(topology, positions_angstrom: np.ndarray):
-    """Edit hydrogens to the neutral form: N-terminal H3 removed, HXT added on the C-terminal OXT,
-    Arg HH22 removed. Returns a new OpenMM Topology and positions (Angstrom)."""
+    """Edit hydrogens to the neutral form and return a new OpenMM Topology and positions (Angstrom).
+
+    Removed: one H of the N-terminal NH3+ (H3; NH2+ of a Pro), HH22 of each Arg, HZ3 of a charged
+    Lys. Added (O-H 0.97 A, C-O-H 107 degrees, syn to the other carboxyl O): HXT on the C-terminal
+    OXT, HD2 on OD2 of a charged Asp, HE2 on OE2 of a charged Glu. Asp/Glu/Lys are charged here only
+    at chain ends, where Amber14 has no neutral terminal templates (no CASH, NLYN, ...). Residue
+    names stay standard (ASP, GLU, LYS, HIS), as OpenMM writes them; the hydrogens tell the state.
+    """
     from openmm import app
 
     remove: set[int] = set()
-    add: dict[int, tuple[str, np.ndarray]] = {}  # OXT atom index -> (H name, position)
+    add: dict[int, tuple[str, np.ndarray]] = {}  # O atom index -> (H name, position)
     bonded_h: dict[int, list] = {}
     for a, b in topology.bonds():
         for x, y in ((a, b), (b, a)):
             if y.element.symbol == "H":
                 bonded_h.setdefault(x.index, []).append(y)
+
+    def protonate(residue, o_other: str, carbon: str, o_target: str, h_name: str) -> None:
+        atoms = {a.name: a for a in residue.atoms()}
+        if any(k not in atoms for k in (o_other, carbon, o_target)) or h_name in atoms:
+            return
+        o, c, ot = (positions_angstrom[atoms[k].index] for k in (o_other, carbon, o_target))
+        add[atoms[o_target].index] = (h_name, place_atom(o, c, ot, 0.97, np.radians(107.0), 0.0))
+
     for chain in topology.chains():
         residues = list(chain.residues())
         if not residues:
@@ -410,15 +457,17 @@ def _neutralise(topology, positions_angstrom: np.ndarray):
             if len(n_h) == (2 if first.name == "PRO" else 3):  # NH3+ (NH2+ for Pro)
                 remove.add(max(n_h, key=lambda a: (a.name == "H3", a.name)).index)
         if last.name not in ("NME", "NHE"):
-            atoms = {a.name: a for a in last.atoms()}
-            if "OXT" in atoms and "HXT" not in atoms:
-                o, c, oxt = (positions_angstrom[atoms[k].index] for k in ("O", "C", "OXT"))
-                h = place_atom(o, c, oxt, 0.97, np.radians(107.0), 0.0)
-                add[atoms["OXT"].index] = ("HXT", h)
+            protonate(last, "O", "C", "OXT", "HXT")
         for r in residues:
-            if r.name == "ARG":
-                hh = [a for a in r.atoms() if a.name == "HH22"]
-                remove.update(a.index for a in hh)
+            names = {a.name: a for a in r.atoms()}
+            if r.name == "ARG" and "HH22" in names:
+                remove.add(names["HH22"].index)
+            elif r.name == "LYS" and "HZ3" in names:
+                remove.add(names["HZ3"].index)
+            elif r.name == "ASP" and "HD2" not in names:
+                protonate(r, "OD1", "CG", "OD2", "HD2")
+            elif r.name == "GLU" and "HE2" not in names:
+                protonate(r, "OE1", "CD", "OE2", "HE2")
     new = app.Topology()
     new_atoms = {}
     coords = []

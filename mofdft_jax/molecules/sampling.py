@@ -6,7 +6,8 @@ minimum, in *internal* coordinates:
 
 .. math::
 
-    p(\\Delta q) \\propto \\exp\\left(-\\tfrac{1}{2}\\,\\Delta q^{\\mathsf T} H_q\\, \\Delta q / k_B T\\right),
+    p(\\Delta q) \\propto
+    \\exp\\left(-\\tfrac{1}{2}\\,\\Delta q^{\\mathsf T} H_q\\, \\Delta q / k_B T\\right),
     \\qquad H_q = J^{\\mathsf T} H_x J, \\quad J = \\partial x / \\partial q,
 
 where ``q`` are the 3N-6 Z-matrix coordinates (bond lengths, angles, dihedrals), ``H_x`` the
@@ -132,9 +133,9 @@ def build_zmatrix(numbers: np.ndarray, coords_angstrom: np.ndarray,
                 order.append(j)
     if len(order) != n:
         missing = sorted(set(range(n)) - set(order))[0]
-        raise InputError(f"atom {missing} ({element_symbol(numbers[missing])}) is not bonded to the "
-                         "rest of the molecule; internal-coordinate sampling needs one connected "
-                         "molecule")
+        raise InputError(f"atom {missing} ({element_symbol(numbers[missing])}) is not bonded to "
+                         "the rest of the molecule; internal-coordinate sampling needs one "
+                         "connected molecule")
     position = {a: m for m, a in enumerate(order)}
     x = np.asarray(coords_angstrom, dtype=np.float64)
 
@@ -354,8 +355,8 @@ def torsion_scan(mol: Molecule, torsion: tuple[int, int, int, int], *, step_deg:
       angles_deg: explicit absolute dihedral values instead of the default grid.
 
     Returns:
-      One Molecule per angle, named ``<name>-tors<angle>``; the first has the input geometry when the
-      default grid is used.
+      One Molecule per angle, named ``<name>-tors<angle>``; the first has the input geometry when
+      the default grid is used.
     """
     i, j, k, l_ = torsion
     x = mol.coords_angstrom

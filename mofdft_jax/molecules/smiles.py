@@ -22,7 +22,8 @@ def molecule_from_rdkit(rdmol, *, name: str, conf_id: int = -1) -> Molecule:
     numbers = np.array([a.GetAtomicNum() for a in rdmol.GetAtoms()], dtype=np.int64)
     charge = sum(a.GetFormalCharge() for a in rdmol.GetAtoms())
     spin = sum(a.GetNumRadicalElectrons() for a in rdmol.GetAtoms())
-    return Molecule(numbers, coords * ANGSTROM_TO_BOHR, charge=int(charge), spin=int(spin), name=name)
+    return Molecule(numbers, coords * ANGSTROM_TO_BOHR, charge=int(charge), spin=int(spin),
+                    name=name)
 
 
 def embed_rdkit(rdmol, *, seed: int, optimize: bool = True, max_iters: int = 2000,
@@ -36,7 +37,8 @@ def embed_rdkit(rdmol, *, seed: int, optimize: bool = True, max_iters: int = 200
     if AllChem.EmbedMolecule(rdmol, params) != 0:
         params.useRandomCoords = True
         if AllChem.EmbedMolecule(rdmol, params) != 0:
-            raise InputError(f"{source}: RDKit could not embed a 3D conformer (ETKDGv3, seed {seed})")
+            raise InputError(f"{source}: RDKit could not embed a 3D conformer (ETKDGv3, seed "
+                             f"{seed})")
     if optimize:
         if AllChem.MMFFHasAllMoleculeParams(rdmol):
             AllChem.MMFFOptimizeMolecule(rdmol, maxIters=max_iters)
@@ -114,7 +116,8 @@ def rdkit_from_molecule(mol: Molecule):
     try:
         rdDetermineBonds.DetermineBonds(rdmol, charge=int(mol.charge))
     except Exception as err:  # noqa: BLE001 - RDKit raises ValueError/RuntimeError variants
-        raise InputError(f"{mol.name}: could not perceive bonds from the geometry ({err})") from None
+        raise InputError(f"{mol.name}: could not perceive bonds from the geometry ({err})")\
+            from None
     return rdmol
 
 

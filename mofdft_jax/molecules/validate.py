@@ -97,8 +97,8 @@ def validate_molecule(
         i = int(np.flatnonzero(unsupported)[0])
         others = int(unsupported.sum()) - 1
         more = f" (and {others} more unsupported atoms)" if others else ""
-        raise InputError(f"{where}: {_atom(mol, atom_lines, i)} is element Z={int(mol.numbers[i])}; "
-                         f"M-OFDFT supports H, C, N, O, F only{more}")
+        raise InputError(f"{where}: {_atom(mol, atom_lines, i)} is element "
+                         f"Z={int(mol.numbers[i])}; M-OFDFT supports H, C, N, O, F only{more}")
     if mol.charge != 0 and not allow_charged:
         raise InputError(f"{where}: total charge {mol.charge:+d}; M-OFDFT is trained on neutral "
                          "molecules (pass allow_charged=True to run it anyway)")
@@ -118,7 +118,7 @@ def validate_molecule(
             d = np.linalg.norm(coords[pairs[:, 0]] - coords[pairs[:, 1]], axis=1)
             k = int(np.argmin(d))
             i, j = sorted(int(a) for a in pairs[k])
-            raise InputError(f"{where}: {_atom(mol, atom_lines, i)} and {_atom(mol, atom_lines, j)} "
-                             f"are {d[k] * BOHR_TO_ANGSTROM:.3f} Angstrom apart (minimum "
-                             f"{MIN_DISTANCE_ANGSTROM} Angstrom)")
+            first, second = _atom(mol, atom_lines, i), _atom(mol, atom_lines, j)
+            raise InputError(f"{where}: {first} and {second} are {d[k] * BOHR_TO_ANGSTROM:.3f} "
+                             f"Angstrom apart (minimum {MIN_DISTANCE_ANGSTROM} Angstrom)")
     return mol
