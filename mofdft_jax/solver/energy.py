@@ -108,9 +108,19 @@ def make_energy_fn(kinetic_fn: Union[str, TermFn, None], *, xc: Union[str, TermF
             fns["xc"] = xc_fn
     if "external" in include:
         fns["external"] = external_energy
+    # two named grid functionals read the same ρ, ∇ρ: evaluate them in one pass over the grid
+    fused = (isinstance(kinetic_fn, str) and isinstance(xc, str) and "kinetic" in fns
+             and "xc" in fns)
 
     def energy_terms_fn(coeffs, bundle) -> dict:
-        terms = {name: fn(coeffs, bundle) for name, fn in fns.items()}
+        if fused:
+            from mofdft_jax.functionals import grid_energy_terms
+
+            grid_terms = grid_energy_terms(coeffs, bundle, kinetic=kinetic_fn, xc=xc.lower())
+            terms = {name: grid_terms[name] if name in grid_terms else fn(coeffs, bundle)
+                     for name, fn in fns.items()}
+        else:
+            terms = {name: fn(coeffs, bundle) for name, fn in fns.items()}
         if nuclear:
             terms["nuclear"] = jnp.asarray(bundle.e_nuc, dtype=coeffs.dtype)
         return terms

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mofdft_jax.config import ensure_x64
-from mofdft_jax.solver.energy import sum_terms
+from mofdft_jax.solver.energy import TERM_NAMES, sum_terms
 from mofdft_jax.types import Array, Float, Int
 
 #: Paper defaults (spec §4.4).
@@ -426,6 +426,11 @@ def solve(energy_fn: Callable, p0, bundle, *, steps: int = DEFAULT_STEPS, lr: fl
                         initial_count_error=initial_count_error)
 
 
+def _term_order(terms: dict) -> list[str]:
+    """Term names in :data:`TERM_NAMES` order, then any others (pytrees sort dict keys)."""
+    return [k for k in TERM_NAMES if k in terms] + sorted(k for k in terms if k not in TERM_NAMES)
+
+
 def _make_result(final: _Carry, rec: dict, *, steps: int, lr: float, gtol: float, rule: str,
                  initial_count_error: float) -> SolveResult:
     sel = final.sel
@@ -440,7 +445,7 @@ def _make_result(final: _Carry, rec: dict, *, steps: int, lr: float, gtol: float
         energy=energy, grad_norm=cut(rec["grad_norm"]),
         proj_grad_norm=cut(rec["proj_grad_norm"]), delta_energy=np.abs(np.diff(energy)),
         n_electrons=cut(rec["n_electrons"]),
-        terms={k: cut(v) for k, v in rec["terms"].items()},
+        terms={k: cut(rec["terms"][k]) for k in _term_order(rec["terms"])},
         coeffs=cut(rec["coeffs"]) if "coeffs" in rec else None)
 
     gmin, dmin = int(sel.gmin_step), int(sel.dmin_step)
