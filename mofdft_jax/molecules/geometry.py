@@ -87,19 +87,28 @@ def dihedral(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> floa
     return float(np.arctan2(y, x))
 
 
-def place_atom(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float,
-               torsion: float) -> np.ndarray:
+def cross3(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Cross product of 3-vectors along the last axis (broadcasts; much faster than ``np.cross``
+    for small arrays)."""
+    return np.stack([u[..., 1] * v[..., 2] - u[..., 2] * v[..., 1],
+                     u[..., 2] * v[..., 0] - u[..., 0] * v[..., 2],
+                     u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]], axis=-1)
+
+
+def place_atom(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond, angle, torsion) -> np.ndarray:
     """NeRF: the position ``d`` with ``|d-c| = bond``, angle b-c-d = ``angle`` and dihedral
     a-b-c-d = ``torsion`` (radians), given three placed atoms a, b, c (Parsons et al. 2005).
+
+    Batched: ``a, b, c`` of shape ``(..., 3)`` and ``bond, angle, torsion`` of shape ``(...)``.
     """
+    bond, angle, torsion = (np.asarray(t, dtype=np.float64)[..., None]
+                            for t in (bond, angle, torsion))
     bc = c - b
-    bc = bc / np.linalg.norm(bc)
-    n = np.cross(b - a, bc)
-    n = n / np.linalg.norm(n)
-    m = np.stack([bc, np.cross(n, bc), n], axis=1)
-    d2 = np.array([-bond * np.cos(angle), bond * np.sin(angle) * np.cos(torsion),
-                   bond * np.sin(angle) * np.sin(torsion)])
-    return c + m @ d2
+    bc = bc / np.linalg.norm(bc, axis=-1, keepdims=True)
+    n = cross3(b - a, bc)
+    n = n / np.linalg.norm(n, axis=-1, keepdims=True)
+    return c + bond * (-np.cos(angle) * bc + np.sin(angle) * (np.cos(torsion) * cross3(n, bc)
+                                                              + np.sin(torsion) * n))
 
 
 def rotate_about_axis(points: np.ndarray, origin: np.ndarray, axis: np.ndarray,
@@ -115,15 +124,18 @@ def rotate_about_axis(points: np.ndarray, origin: np.ndarray, axis: np.ndarray,
 
 def kabsch_align(mobile: np.ndarray, target: np.ndarray,
                  weights: np.ndarray | None = None) -> np.ndarray:
-    """``mobile (n, 3)`` rotated and translated onto ``target`` with the least weighted RMSD
-    (Kabsch 1976; proper rotation, det = +1)."""
-    w = np.ones(len(mobile)) if weights is None else np.asarray(weights, dtype=np.float64)
+    """``mobile (..., n, 3)`` rotated and translated onto ``target (n, 3)`` with the least weighted
+    RMSD (Kabsch 1976; proper rotations, det = +1); batched over leading axes."""
+    mobile = np.asarray(mobile, dtype=np.float64)
+    w = np.ones(mobile.shape[-2]) if weights is None else np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
-    mc = w @ mobile
+    mc = np.einsum("i,...ij->...j", w, mobile)
     tc = w @ target
-    p, q = mobile - mc, target - tc
-    h = (p * w[:, None]).T @ q
+    p, q = mobile - mc[..., None, :], target - tc
+    h = np.einsum("...ij,ik->...jk", p * w[:, None], q)
     u, _, vt = np.linalg.svd(h)
-    s = np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))])
-    r = vt.T @ s @ u.T
-    return p @ r.T + tc
+    sign = np.sign(np.linalg.det(np.swapaxes(vt, -1, -2) @ np.swapaxes(u, -1, -2)))
+    vt = vt.copy()
+    vt[..., 2, :] *= sign[..., None]
+    r = np.swapaxes(vt, -1, -2) @ np.swapaxes(u, -1, -2)
+    return p @ np.swapaxes(r, -1, -2) + tc

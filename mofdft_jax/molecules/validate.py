@@ -66,8 +66,8 @@ def validate_molecule(
     2. every coordinate finite (no NaN or inf);
     3. every element in H, C, N, O, F (``SUPPORTED_ELEMENTS``, spec §1.1);
     4. total charge 0 unless ``allow_charged``;
-    5. electron count and spin consistent (N_e and 2S of equal parity, 2S <= N_e), and closed shell
-       (2S = 0, even N_e) unless ``allow_open_shell``;
+    5. closed shell (2S = 0, even N_e) unless ``allow_open_shell``; then electron count and spin
+       consistent (N_e and 2S of equal parity, 0 <= 2S <= N_e);
     6. no two atoms closer than ``MIN_DISTANCE_ANGSTROM`` = 0.5 A (pairs found with a k-d tree,
        O(N log N), so 700-atom proteins cost milliseconds).
 
@@ -103,14 +103,14 @@ def validate_molecule(
         raise InputError(f"{where}: total charge {mol.charge:+d}; M-OFDFT is trained on neutral "
                          "molecules (pass allow_charged=True to run it anyway)")
     n_elec = mol.n_electrons
-    if mol.spin < 0 or mol.spin > n_elec or (n_elec - mol.spin) % 2:
-        raise InputError(f"{where}: spin 2S={mol.spin} is impossible with {n_elec} electrons "
-                         "(2S must have the parity of the electron count)")
     if (mol.spin != 0 or n_elec % 2) and not allow_open_shell:
         why = f"{n_elec} electrons (odd)" if n_elec % 2 else f"spin 2S={mol.spin}"
         raise InputError(f"{where}: open shell, {why}; M-OFDFT is trained on closed-shell molecules"
                          " (pass allow_open_shell=True to run it anyway; a charged input may need "
                          "its charge set)")
+    if mol.spin < 0 or mol.spin > n_elec or (n_elec - mol.spin) % 2:
+        raise InputError(f"{where}: spin 2S={mol.spin} is impossible with {n_elec} electrons "
+                         "(2S must have the parity of the electron count; set the spin)")
     if mol.natm > 1:
         pairs = cKDTree(coords).query_pairs(MIN_DISTANCE_ANGSTROM * ANGSTROM_TO_BOHR,
                                             output_type="ndarray")
