@@ -390,16 +390,28 @@ def _qmugs_members(path: Path):
             yield member.name, tar.extractfile(member).read().decode()
 
 
+def qmugs_bin(n_heavy: int, first_bin_max: int = 15, bin_width: int = 5) -> str:
+    """Heavy-atom bin label of the paper's QMugs protocol (spec §1.2): one first bin up to
+    ``first_bin_max`` (10-15), then bins of ``bin_width`` (16-20, 21-25, ...)."""
+    if n_heavy <= first_bin_max:
+        return f"<={first_bin_max}"
+    lo = first_bin_max + 1 + (n_heavy - first_bin_max - 1) // bin_width * bin_width
+    return f"{lo}-{lo + bin_width - 1}"
+
+
 @register_source("qmugs")
 def _qmugs(params: dict, base_dir: Path) -> list[tuple[Molecule, dict]]:
-    """QMugs conformers binned by heavy-atom count (spec §1.2: bins of 5, 50 per test bin)."""
+    """QMugs conformers binned by heavy-atom count (spec §1.2: first bin 10-15, then bins of 5,
+    50 structures per test bin). Molecules with other elements (S, Cl, ...) or a net charge are
+    skipped: M-OFDFT covers neutral H/C/N/O/F molecules."""
     path = require_user_file(params["path"], base_dir, "qmugs")
     min_heavy = int(params.get("min_heavy", 10))
-    max_heavy = int(params.get("max_heavy", 101))
+    max_heavy = int(params.get("max_heavy", 100))
+    first_bin_max = int(params.get("first_bin_max", 15))
     width = int(params.get("bin_width", 5))
     per_bin = params.get("per_bin")
     conformer = params.get("conformer", "conf_00")
-    bins: dict[int, list[tuple[Molecule, dict]]] = {}
+    bins: dict[str, list[tuple[Molecule, dict]]] = {}
     for member, text in _qmugs_members(path):
         if conformer and Path(member).stem != conformer:
             continue
@@ -407,41 +419,77 @@ def _qmugs(params: dict, base_dir: Path) -> list[tuple[Molecule, dict]]:
         try:
             mol = read_qmugs_sdf(text, name)
         except InputError:
-            continue  # QMugs holds S, Cl, Br ... molecules: M-OFDFT covers H, C, N, O, F only
+            continue
         if not (min_heavy <= mol.n_heavy <= max_heavy) or mol.charge != 0:
             continue
-        lo = min_heavy + (mol.n_heavy - min_heavy) // width * width
-        bins.setdefault(lo, []).append((mol, {"source_id": member, "n_heavy": mol.n_heavy,
-                                              "heavy_bin": f"{lo}-{lo + width - 1}"}))
+        label = qmugs_bin(mol.n_heavy, first_bin_max, width)
+        bins.setdefault(label, []).append((mol, {"source_id": member, "n_heavy": mol.n_heavy,
+                                                 "heavy_bin": label}))
     out = []
     seed = int(params.get("seed", 0))
-    for lo in sorted(bins):
-        members = bins[lo]
-        keep = seeded_subset(len(members), per_bin, seed + lo)
+    for k, label in enumerate(sorted(bins, key=lambda b: min(m.n_heavy for m, _ in bins[b]))):
+        members = bins[label]
+        keep = seeded_subset(len(members), per_bin, seed + k)
         out.extend(members[int(i)] for i in keep)
     return out
 
 
 @register_source("chignolin_fragments")
 def _chignolin_fragments(params: dict, base_dir: Path) -> list[tuple[Molecule, dict]]:
-    from mofdft_jax.molecules import chignolin_fragments
+    """Contiguous chignolin fragments (spec §1.2: 2-5 residues, H-capped), several conformers each.
 
-    options = {k: v for k, v in params.items() if k != "kind"}
-    out = []
-    for mol in chignolin_fragments(**options):
-        out.append((mol, {"source_id": mol.name}))
+    Parameters: ``lengths`` (default [2, 3, 4, 5]), ``termini`` ("hcap" as the paper, "capped",
+    "neutral"), ``conformers`` per fragment (ETKDG seeds ``seed`` … ``seed+conformers-1``),
+    ``max_atoms`` (drop fragments KS cannot label on this machine), ``unique`` (default true:
+    a repeated sequence is built once).
+    """
+    from mofdft_jax.molecules.peptides import CHIGNOLIN_SEQUENCE, peptide_molecule
+
+    lengths = [int(n) for n in params.get("lengths", [2, 3, 4, 5])]
+    termini = str(params.get("termini", "hcap"))
+    n_conf = int(params.get("conformers", 1))
+    seed = int(params.get("seed", 0))
+    max_atoms = params.get("max_atoms")
+    unique = bool(params.get("unique", True))
+    out, seen = [], set()
+    for length in lengths:
+        for start in range(len(CHIGNOLIN_SEQUENCE) - length + 1):
+            seq = CHIGNOLIN_SEQUENCE[start:start + length]
+            if unique and seq in seen:
+                continue
+            seen.add(seq)
+            for c in range(n_conf):
+                mol = peptide_molecule(seq, termini=termini, seed=seed + c,
+                                       name=f"chignolin-f{start}-{seq}-c{c}")
+                if max_atoms is not None and mol.natm > int(max_atoms):
+                    break
+                out.append((mol, {"source_id": f"chignolin[{start}:{start + length}]",
+                                  "fragment": seq, "length": length, "conformer_id": c,
+                                  "termini": termini}))
     return out
 
 
 @register_source("protein")
 def _protein(params: dict, base_dir: Path) -> list[tuple[Molecule, dict]]:
-    from mofdft_jax import molecules
+    """The paper's timing proteins (spec §1.2): ``names`` ("2WXC", "1PRB"), built from sequence,
+    or from ``<pdb_dir>/<key>.pdb`` when the user supplies the structures; plus any ``pdb`` files.
+    """
+    from mofdft_jax.molecules.proteins import (build_paper_protein, find_protein_spec,
+                                               protein_from_pdb)
 
+    seed = int(params.get("seed", 0))
+    pdb_dir = resolve_path(params["pdb_dir"], base_dir) if params.get("pdb_dir") else None
     out = []
-    for pdb in params.get("pdb", []):
-        mol = molecules.protein_from_pdb(resolve_path(pdb, base_dir))
-        out.append((mol, {"source_id": str(pdb)}))
     for name in params.get("names", []):
-        mol = molecules.build_paper_protein(name)
-        out.append((mol, {"source_id": name}))
+        spec = find_protein_spec(name)
+        pdb = pdb_dir / f"{spec.key}.pdb" if pdb_dir is not None else None
+        if pdb is not None and pdb.exists():
+            mol = build_paper_protein(name, pdb_path=pdb, seed=seed)
+        else:
+            mol = build_paper_protein(name, seed=seed)
+        out.append((mol, {"source_id": spec.key, "built_from": "pdb" if pdb is not None and
+                          pdb.exists() else "sequence"}))
+    for pdb in params.get("pdb", []):
+        mol = protein_from_pdb(resolve_path(pdb, base_dir), seed=seed)
+        out.append((mol, {"source_id": str(pdb), "built_from": "pdb"}))
     return out
