@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from mofdft_jax.commands.datagen import datagen
 from mofdft_jax.commands.info import info
-from mofdft_jax.commands.solve import solve_command
+from mofdft_jax.commands.ks import ks
 from mofdft_jax.commands.verify import verify
 
 COMMANDS: list[tuple[str, object]] = [
     ("info", info),
     ("datagen", datagen),
-    ("solve", solve_command),
+    ("ks", ks),
     ("verify", verify),
 ]

@@ -97,7 +97,8 @@ def hf_forces(p, mol: gto.Mole, auxmol: gto.Mole, *, atoms_per_block: int = 16) 
 
 
 def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | None = 2,
-                          with_forces: bool = True, with_overlap: bool = True) -> IntegralBundle:
+                          with_forces: bool = True, with_overlap: bool = True,
+                          grids=None) -> IntegralBundle:
     """The :class:`IntegralBundle` of one molecule (spec §4.1), as float64 JAX arrays.
 
     Args:
@@ -107,6 +108,8 @@ def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | 
         grid-free targets (``txc``, ``tot``).
       with_forces: include the ``(natm, 3, naux)`` Hellmann–Feynman integrals.
       with_overlap: include the density-basis overlap W.
+      grids: optional built PySCF ``Grids`` to use for the grid terms (e.g. the KS calculation's own
+        grid, so that E_XC of orbitals and of fitted densities share the points).
     """
     import jax.numpy as jnp
 
@@ -114,10 +117,13 @@ def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | 
 
     ensure_x64()
     grid = None
-    if grid_level is not None:
+    if grid_level is not None or grids is not None:
+        import jax
+
         from mofdft_jax.qchem.grids import build_grid_bundle
 
-        grid = build_grid_bundle(mol, auxmol, grid_level)
+        grid = build_grid_bundle(mol, auxmol, 2 if grid_level is None else grid_level, grids=grids)
+        grid = jax.tree.map(jnp.asarray, grid)
 
     def f64(x):
         return jnp.asarray(np.asarray(x, dtype=np.float64))

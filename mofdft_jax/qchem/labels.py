@@ -26,6 +26,7 @@ MINAO / Hückel initial-guess coefficients (plain Coulomb fit, spec §4.3).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -80,58 +81,125 @@ class MoleculeLabels:
         return int(self.p_ref.shape[0])
 
 
-def _grid_terms_fn(xc: str, with_kinetic: bool):
-    """A jitted ``(coeffs (K, naux), bundle) -> values, grads`` of E_XC and T_APBE per row.
+#: Points per call of the jitted point-wise energy-density function (fixed: compiled once).
+POINT_CHUNK = 4096
+#: Number of density rows per call (padded with zero densities: compiled once).
+ROW_CHUNK = 8
 
-    Values ``{"xc": (K,), "kinetic": (K,)}`` and gradients of the same keys ``(K, naux)`` by JAX
-    autodiff (spec §1.7). All K rows and both terms share one forward and one (batched) backward
-    pass over the grid, so the density-basis values are streamed twice in total.
+
+@functools.cache
+def _point_terms_fn(xc: str, kinetic: str):
+    """Jitted ``(rho, sigma) (ROW_CHUNK, POINT_CHUNK) -> e, ∂e/∂ρ, ∂e/∂σ`` for both functionals.
+
+    The energy densities are the device world's masked ones
+    (``functionals.MASKED_XC_ENERGY_DENSITIES[xc]``, ``MASKED_KINETIC_ENERGY_DENSITIES[kinetic]``),
+    so E(p) = Σ_g w_g e(ρ_p, σ_p) is exactly ``XC_FUNCTIONALS[xc](p, bundle)`` on the same grid.
+    The shapes are fixed, so this compiles once per process whatever the molecule.
     """
     import jax
     import jax.numpy as jnp
 
-    from mofdft_jax.functionals import grid_energy_terms
+    from mofdft_jax.functionals import (MASKED_KINETIC_ENERGY_DENSITIES,
+                                        MASKED_XC_ENERGY_DENSITIES)
 
-    kinetic = "apbe" if with_kinetic else None
+    fns = {"xc": MASKED_XC_ENERGY_DENSITIES[xc], "kinetic": MASKED_KINETIC_ENERGY_DENSITIES[kinetic]}
 
-    def run(coeffs, bundle):
-        def all_rows(c):
-            return jax.vmap(lambda p: grid_energy_terms(p, bundle, kinetic=kinetic, xc=xc))(c)
-
-        vals, vjp_fn = jax.vjp(all_rows, coeffs)
-        keys = sorted(vals)
-        ones = jnp.ones(coeffs.shape[0], dtype=coeffs.dtype)
-        cots = {k: jnp.stack([ones if k == key else 0 * ones for key in keys]) for k in keys}
-        grads = jax.vmap(lambda cot: vjp_fn(cot)[0])(cots)
-        return vals, {key: grads[i] for i, key in enumerate(keys)}
+    def run(rho, sigma):
+        out = {}
+        for key, fn in fns.items():
+            # point-wise function: the vjp with ones gives ∂e/∂ρ and ∂e/∂σ at every point
+            e, vjp_fn = jax.vjp(fn, rho, sigma)
+            v_rho, v_sigma = vjp_fn(jnp.ones_like(e))
+            out[key] = (e, v_rho, v_sigma)
+        return out
 
     return jax.jit(run)
 
 
-def compute_step_labels(run, auxmol, bundle, coeffs: np.ndarray) -> dict:
+def evaluate_grid_terms(coeffs: np.ndarray, auxmol, grids, *, xc: str = "pbe",
+                        kinetic: str = "apbe", max_memory_mb: float = 1000.0
+                        ) -> tuple[dict, dict]:
+    """E_XC(p), T_base(p) and their gradients for many coefficient vectors, streaming the grid.
+
+    For ρ_p = Σ_μ p_μ ω_μ and E[p] = Σ_g w_g e(ρ_g, σ_g), σ = |∇ρ|²:
+
+    .. math:: ∂E/∂p_μ = Σ_g w_g [∂e/∂ρ ω_μ(r_g) + 2 ∂e/∂σ ∇ρ(r_g)·∇ω_μ(r_g)]
+
+    The point-wise partials come from ``jax.grad`` of the device world's energy densities
+    (spec §1.7: "∇E_eff by autodiff"); the linear map p → (ρ, ∇ρ) and its transpose are done here
+    block by block with the density-basis values from PySCF (``eval_ao`` with shell screening), so
+    the ``ngrid × naux`` values are never stored and nothing is compiled per molecule.
+
+    Args:
+      coeffs: ``(n, naux)`` coefficient vectors.
+      auxmol: density-basis ``Mole``.
+      grids: built PySCF ``Grids`` (e.g. the KS run's).
+
+    Returns:
+      ``values {"xc", "kinetic"} -> (n,)`` and ``grads {"xc", "kinetic"} -> (n, naux)``.
+    """
+    from pyscf.dft import gen_grid, numint
+
+    coeffs = np.asarray(coeffs, dtype=np.float64)
+    n, naux = coeffs.shape
+    point_fn = _point_terms_fn(xc, kinetic)
+    values = {"xc": np.zeros(n), "kinetic": np.zeros(n)}
+    grads = {"xc": np.zeros((n, naux)), "kinetic": np.zeros((n, naux))}
+    ni = numint.NumInt()
+    non0tab = gen_grid.make_mask(auxmol, grids.coords)
+    for ao, _, weight, _ in ni.block_loop(auxmol, grids, naux, deriv=1,
+                                          max_memory=max_memory_mb, non0tab=non0tab):
+        ngrid = ao.shape[1]
+        dens = (ao @ coeffs.T).transpose(0, 2, 1)  # (4, n, ngrid): ρ, ∂xρ, ∂yρ, ∂zρ
+        sigma = np.einsum("xkg,xkg->kg", dens[1:], dens[1:])
+        # per functional: coefficients of ω (c0) and of ∂xω, ∂yω, ∂zω (c1) at every point
+        c0 = {key: np.zeros((n, ngrid)) for key in values}
+        c1 = {key: np.zeros((3, n, ngrid)) for key in values}
+        for r0 in range(0, n, ROW_CHUNK):
+            r1 = min(r0 + ROW_CHUNK, n)
+            for g0 in range(0, ngrid, POINT_CHUNK):
+                g1 = min(g0 + POINT_CHUNK, ngrid)
+                rho_c = np.zeros((ROW_CHUNK, POINT_CHUNK))
+                sig_c = np.zeros((ROW_CHUNK, POINT_CHUNK))
+                rho_c[:r1 - r0, :g1 - g0] = dens[0, r0:r1, g0:g1]
+                sig_c[:r1 - r0, :g1 - g0] = sigma[r0:r1, g0:g1]
+                out = point_fn(rho_c, sig_c)
+                w = weight[g0:g1]
+                for key, (e, v_rho, v_sigma) in out.items():
+                    values[key][r0:r1] += np.asarray(e)[:r1 - r0, :g1 - g0] @ w
+                    c0[key][r0:r1, g0:g1] = w * np.asarray(v_rho)[:r1 - r0, :g1 - g0]
+                    c1[key][:, r0:r1, g0:g1] = (2.0 * w * np.asarray(v_sigma)[:r1 - r0, :g1 - g0]
+                                                * dens[1:, r0:r1, g0:g1])
+        for key in values:
+            grads[key] += c0[key] @ ao[0]
+            for x in range(3):
+                grads[key] += c1[key][x] @ ao[1 + x]
+    return values, grads
+
+
+def compute_step_labels(run, auxmol, coeffs: np.ndarray, coulomb: np.ndarray, v_ext: np.ndarray,
+                        grids) -> dict:
     """Value and gradient labels of every SCF step from a recorded KS run (spec §1.6–§1.7).
 
     Args:
       run: :class:`~mofdft_jax.qchem.ksdft.KSRun` (steps 0..K, step 0 the initial guess).
       auxmol: density-basis molecule.
-      bundle: :class:`~mofdft_jax.bundle.IntegralBundle` with a grid.
+      coulomb: ``(naux, naux)`` W̃; v_ext: ``(naux,)``.
+      grids: built PySCF ``Grids`` for E_XC(p) and T_APBE(p) (the KS grid).
       coeffs: ``(K+1, naux)`` fitted p⁽ᵏ⁾ of all steps including the initial guess.
 
     Returns:
       dict with ``ts (K,)``, ``ts_grad (K, naux)``, ``targets``, ``target_grads`` (labelled steps
       1..K) and the per-step (0..K) pieces ``e_eff_p``, ``grad_e_eff_p``, ``xc_p``, ``t_apbe_p``.
     """
-    import jax.numpy as jnp
-
-    xc_key = run.settings.xc.lower()
-    values, grads = _grid_terms_fn(xc_key, with_kinetic=True)(jnp.asarray(coeffs), bundle)
-    xc_p = np.asarray(values["xc"])
-    t_apbe_p = np.asarray(values["kinetic"])
-    w2 = np.asarray(bundle.coulomb)
-    v_ext = np.asarray(bundle.v_ext)
+    values, grads = evaluate_grid_terms(coeffs, auxmol, grids, xc=run.settings.xc.lower())
+    xc_p = values["xc"]
+    t_apbe_p = values["kinetic"]
+    w2 = np.asarray(coulomb)
+    v_ext = np.asarray(v_ext)
     wp = coeffs @ w2
     e_eff_p = 0.5 * np.einsum("kn,kn->k", coeffs, wp) + coeffs @ v_ext + xc_p
-    grad_e_eff_p = wp + v_ext[None] + np.asarray(grads["xc"])
+    grad_e_eff_p = wp + v_ext[None] + grads["xc"]
 
     e = run.energies
     e_eff_c = e["hartree"] + e["xc"] + e["external"]
@@ -146,25 +214,12 @@ def compute_step_labels(run, auxmol, bundle, coeffs: np.ndarray) -> dict:
         "tot": e["e_tot"][steps],
     }
     target_grads = {
-        "ts_res": ts_grad - np.asarray(grads["kinetic"])[steps],
-        "txc": ts_grad + np.asarray(grads["xc"])[steps],
+        "ts_res": ts_grad - grads["kinetic"][steps],
+        "txc": ts_grad + grads["xc"][steps],
         "tot": ts_grad + grad_e_eff_p[steps],
     }
     return {"ts": ts, "ts_grad": ts_grad, "targets": targets, "target_grads": target_grads,
             "e_eff_p": e_eff_p, "grad_e_eff_p": grad_e_eff_p, "xc_p": xc_p, "t_apbe_p": t_apbe_p}
-
-
-def compute_init_coeffs(mf, mol, auxmol, fitter_coulomb, keys=("minao", "huckel"),
-                        known: dict | None = None) -> dict:
-    """Initial-guess coefficients: PySCF ``get_init_guess(key)`` then a plain Coulomb fit (§4.3)."""
-    known = known or {}
-    out = {}
-    for key in keys:
-        dm = known.get(key)
-        if dm is None:
-            dm = mf.get_init_guess(mol, key)
-        out[key] = fitter_coulomb.fit(np.asarray(dm))
-    return out
 
 
 def compute_labels(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
@@ -182,25 +237,21 @@ def compute_labels(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS,
 
     from mofdft_jax.qchem.basis import make_auxbasis, make_auxmol
     from mofdft_jax.qchem.fitting import DensityFitter, project_density_matrices
-    from mofdft_jax.qchem.integrals import build_integral_bundle, hf_forces
+    from mofdft_jax.qchem.grids import make_grids
+    from mofdft_jax.qchem.integrals import compute_v_ext, hf_forces
     from mofdft_jax.qchem.ksdft import run_ks, to_numpy
 
     t0 = time.perf_counter()
     run = run_ks(molecule, settings, verbose=verbose, on_step=on_step)
     mol = run.mol
     auxmol = make_auxmol(mol, make_auxbasis(settings.density_basis_source, settings.aux_beta))
-    bundle = build_integral_bundle(mol, auxmol, grid_level=settings.grid_level,
-                                   with_forces=False, with_overlap=False)
-    w2 = np.asarray(bundle.coulomb)
-    v_ext = np.asarray(bundle.v_ext)
+    w2 = auxmol.intor("int2c2e")
+    v_ext = compute_v_ext(mol, auxmol)
     fitter = DensityFitter(mol, auxmol, settings.fit, coulomb=w2, v_ext=v_ext)
-    init_dms = {}
-    if settings.init_guess.lower() in ("minao", "huckel"):
-        init_dms[settings.init_guess.lower()] = run.dms[0]
     init_keys = ("minao", "huckel")
-    extra_dms = [to_numpy(run.mf.get_init_guess(mol, k)) for k in init_keys if k not in init_dms]
-    for k, dm in zip([k for k in init_keys if k not in init_dms], extra_dms):
-        init_dms[k] = dm
+    # the SCF's own initial guess is step 0; the other one is built here (PySCF get_init_guess)
+    init_dms = {k: run.dms[0] if k == settings.init_guess.lower()
+                else to_numpy(run.mf.get_init_guess(mol, k)) for k in init_keys}
     # one blocked 3-centre pass for every density matrix (SCF steps and initial guesses)
     all_dms = np.concatenate([run.dms, np.stack([init_dms[k] for k in init_keys])])
     proj = project_density_matrices(all_dms, mol, auxmol)
@@ -212,7 +263,9 @@ def compute_labels(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS,
     init_coeffs = {k: coulomb_fitter.fit(init_dms[k], projections=proj[nsteps + i])
                    for i, k in enumerate(init_keys)}
 
-    step = compute_step_labels(run, auxmol, bundle, coeffs)
+    # the KS grid itself, so E_XC(C^(k)) and E_XC(p^(k)) are integrated on the same points
+    grids = make_grids(mol, settings.grid_level) if settings.use_gpu else run.mf.grids
+    step = compute_step_labels(run, auxmol, coeffs, w2, v_ext, grids)
     p_ref = coeffs[-1]
     steps = slice(1, nsteps)
     settings_dict = settings.to_dict()

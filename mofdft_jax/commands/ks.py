@@ -1,0 +1,110 @@
+"""``mofdft ks FILE``: one restricted KS-DFT reference with the paper's settings (spec §1.1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _density_fit_option(value: str) -> bool | str:
+    value = value.lower()
+    if value == "auto":
+        return "auto"
+    if value in ("on", "yes", "true", "1"):
+        return True
+    if value in ("off", "no", "false", "0"):
+        return False
+    raise typer.BadParameter(f"--density-fit must be auto, on or off (got {value!r})")
+
+
+def ks_summary(run) -> dict:
+    """JSON-able summary of a :class:`~mofdft_jax.qchem.ksdft.KSRun` (energies in Hartree)."""
+    e = run.final_energies()
+    mol = run.molecule
+    return {
+        "molecule": mol.name,
+        "formula": mol.formula,
+        "n_atoms": mol.natm,
+        "n_electrons": mol.n_electrons,
+        "energy_total_ha": e["e_tot"],
+        "kinetic_ha": e["kinetic"],
+        "hartree_ha": e["hartree"],
+        "xc_ha": e["xc"],
+        "external_ha": e["external"],
+        "nuclear_repulsion_ha": e["e_nuc"],
+        "n_scf_steps": run.n_cycles,
+        "n_recorded_steps": run.n_steps,
+        "converged": run.converged,
+        "wall_s": run.wall_s,
+        "settings": {
+            "basis": run.settings.basis,
+            "xc": run.settings.xc,
+            "grid_level": run.settings.grid_level,
+            "conv_tol": run.settings.conv_tol,
+            "init_guess": run.settings.init_guess,
+            "density_fit": run.settings.uses_density_fit(mol.natm),
+            "df_auxbasis": run.settings.df_auxbasis,
+            "nao": int(run.mol.nao_nr()),
+        },
+    }
+
+
+def ks(
+    file: Path = typer.Argument(..., help="Molecule file (.xyz, .pdb, .npz, .smi) or "
+                                "smiles:<SMILES>."),
+    index: int = typer.Option(0, "--index", help="Which molecule of a multi-molecule file."),
+    basis: Optional[str] = typer.Option(None, "--basis", help="Orbital basis (paper: "
+                                        "6-31G(2df,p))."),
+    grid_level: Optional[int] = typer.Option(None, "--grid-level", help="PySCF grid level "
+                                             "(paper: 2)."),
+    density_fit: str = typer.Option("auto", "--density-fit", help="auto (paper: DF above 30 "
+                                    "atoms), on or off."),
+    xc: Optional[str] = typer.Option(None, "--xc", help="XC functional (paper: PBE)."),
+    conv_tol: Optional[float] = typer.Option(None, "--conv-tol", help="Energy convergence, Ha "
+                                             "(paper: 1 meV = 3.674932e-5)."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """One KS-DFT reference (restricted PBE/6-31G(2df,p), grid 2, 1 meV, DIIS, MINAO)."""
+    from rich.console import Console
+
+    from mofdft_jax.molecules import InputError
+    from mofdft_jax.molecules.io import read_molecules
+    from mofdft_jax.qchem.ksdft import run_ks
+    from mofdft_jax.qchem.settings import PAPER_SETTINGS
+
+    molecules = read_molecules(str(file))
+    if not 0 <= index < len(molecules):
+        raise InputError(f"{file}: --index {index} out of range ({len(molecules)} molecule(s))")
+    molecule = molecules[index]
+    changes = {"density_fit": _density_fit_option(density_fit)}
+    for name, value in (("basis", basis), ("grid_level", grid_level), ("xc", xc),
+                        ("conv_tol", conv_tol)):
+        if value is not None:
+            changes[name] = value
+    settings = PAPER_SETTINGS.replace(**changes)
+
+    console = Console(stderr=True)
+    with console.status(f"KS-DFT {molecule.name} ({molecule.formula}, {settings.basis})") as status:
+        def on_step(k, e_tot, delta_e):
+            status.update(f"KS-DFT {molecule.name}: step {k}  E = {e_tot:.10f} Ha  "
+                          f"ΔE = {delta_e:+.2e}")
+
+        run = run_ks(molecule, settings, on_step=on_step)
+    summary = ks_summary(run)
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"KS-DFT {summary['molecule']} ({summary['formula']})", show_header=False)
+    for key in ("energy_total_ha", "kinetic_ha", "hartree_ha", "xc_ha", "external_ha",
+                "nuclear_repulsion_ha"):
+        table.add_row(key, f"{summary[key]:.10f}")
+    for key in ("n_scf_steps", "converged", "wall_s"):
+        table.add_row(key, f"{summary[key]:.2f}" if key == "wall_s" else str(summary[key]))
+    for key, value in summary["settings"].items():
+        table.add_row(key, str(value))
+    Console().print(table)
