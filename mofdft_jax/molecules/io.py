@@ -491,12 +491,13 @@ def read_smiles_file(path: PathLike, *, seed: int = 0, validate: bool = True) ->
 
 
 def read_molecules(source: PathLike, *, seed: int = 0, allow_charged: bool = False,
-                   allow_open_shell: bool = False) -> list[Molecule]:
+                   allow_open_shell: bool = False, add_hydrogens: bool = False) -> list[Molecule]:
     """Molecules from a file or a SMILES string; what the CLI calls on its FILE argument.
 
     ``smiles:CCO`` -> one conformer (RDKit ETKDGv3 seeded with ``seed``, MMFF). Files by extension:
     ``.xyz`` / ``.extxyz`` (multi-frame; QM9 records detected by line 2), ``.pdb`` (hydrogens
-    required), ``.npz`` (MD17), ``.smi`` (one SMILES per line). Each molecule is validated.
+    required unless ``add_hydrogens``, which runs the neutral protein pipeline), ``.npz`` (MD17),
+    ``.smi`` (one SMILES per line). Each molecule is validated.
     """
     text = str(source)
     if text.startswith("smiles:"):
@@ -514,7 +515,7 @@ def read_molecules(source: PathLike, *, seed: int = 0, allow_charged: bool = Fal
     if ext in (".xyz", ".extxyz"):
         return read_xyz(path, **flags)
     if ext in (".pdb", ".ent"):
-        return [read_pdb(path, **flags)]
+        return [read_pdb(path, add_hydrogens=add_hydrogens, **flags)]
     if ext == ".npz":
         return read_md17_npz(path)
     if ext in (".smi", ".smiles"):
