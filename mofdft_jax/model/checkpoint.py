@@ -35,7 +35,7 @@ from mofdft_jax._version import __version__
 from mofdft_jax.config import ensure_x64
 from mofdft_jax.density.adapter import AdapterStatistics
 from mofdft_jax.model.functional import LearnedFunctional
-from mofdft_jax.model.graphormer import Graphormer3D, GraphormerConfig
+from mofdft_jax.model.graphormer import GraphormerConfig, abstract_graphormer
 
 #: Identifies the metadata format.
 CHECKPOINT_FORMAT = "mofdft_jax.learned_functional"
@@ -201,7 +201,7 @@ def load_checkpoint(path, config: Optional[GraphormerConfig] = None, *,
     if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
         raise CheckpointError(f"{weights_path}: weights do not match the metadata in {meta_path} "
                               "(interrupted save or files from different checkpoints)")
-    like = eqx.filter_eval_shape(Graphormer3D, stored, key=jax.random.PRNGKey(0))
+    like = abstract_graphormer(stored)
     buf = io.BytesIO(weights)
     try:
         model = eqx.tree_deserialise_leaves(buf, like)

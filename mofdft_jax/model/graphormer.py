@@ -38,6 +38,7 @@ from typing import NamedTuple, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mofdft_jax.density.adapter import NSLOT, element_index
 from mofdft_jax.types import Array, Float, Int
@@ -160,17 +161,80 @@ def _apply_rows(layer, x):
     return out.reshape(x.shape[:-1] + out.shape[-1:])
 
 
+class _HostInit:
+    """Parameter initialiser on the host (NumPy): model construction compiles nothing.
+
+    With ``key=None`` every random parameter is zero (used under ``eval_shape`` for abstract
+    skeletons, e.g. when loading a checkpoint); otherwise a NumPy generator seeded from the JAX
+    key's bits draws them. ``stack`` prepends a layer axis (blocks are stored stacked).
+    """
+
+    def __init__(self, key):
+        if key is None:
+            self.rng = None
+            return
+        try:
+            bits = jax.random.key_data(key)
+        except (TypeError, ValueError):
+            bits = key
+        self.rng = np.random.default_rng(np.asarray(bits, dtype=np.uint32).ravel().tolist())
+
+    def normal(self, shape):
+        if self.rng is None:
+            return jnp.zeros(shape)
+        return jnp.asarray(self.rng.standard_normal(shape))
+
+    def uniform(self, shape, low, high):
+        if self.rng is None:
+            return jnp.zeros(shape)
+        return jnp.asarray(self.rng.uniform(low, high, shape))
+
+    @staticmethod
+    def full(shape, value):
+        return jnp.asarray(np.full(shape, value, dtype=np.float64))
+
+
+class Linear(eqx.Module):
+    """Affine map y = W x + b, PyTorch's default init U(±1/√in) for W and b."""
+
+    weight: Float[Array, "out in"]
+    bias: Float[Array, "out"]
+
+    def __init__(self, in_size: int, out_size: int, init: _HostInit, stack: tuple = ()):
+        bound = 1.0 / math.sqrt(in_size)
+        self.weight = init.uniform(stack + (out_size, in_size), -bound, bound)
+        self.bias = init.uniform(stack + (out_size,), -bound, bound)
+
+    def __call__(self, x):
+        return self.weight @ x + self.bias
+
+
+class LayerNorm(eqx.Module):
+    """LayerNorm over the feature axis (ε = 1e-5, elementwise affine, PyTorch convention)."""
+
+    weight: Float[Array, "size"]
+    bias: Float[Array, "size"]
+
+    def __init__(self, size: int, stack: tuple = ()):
+        self.weight = _HostInit.full(stack + (size,), 1.0)
+        self.bias = _HostInit.full(stack + (size,), 0.0)
+
+    def __call__(self, x):
+        mean = jnp.mean(x)
+        var = jnp.mean((x - mean) ** 2)
+        return (x - mean) * jax.lax.rsqrt(var + 1e-5) * self.weight + self.bias
+
+
 class NonLinear(eqx.Module):
     """Two-layer MLP Linear → GELU → Linear (release ``NonLinear``)."""
 
-    layer1: eqx.nn.Linear
-    layer2: eqx.nn.Linear
+    layer1: Linear
+    layer2: Linear
 
-    def __init__(self, in_size: int, out_size: int, hidden: Optional[int] = None, *, key):
+    def __init__(self, in_size: int, out_size: int, hidden: Optional[int], init: _HostInit):
         hidden = in_size if hidden is None else hidden
-        k1, k2 = jax.random.split(key)
-        self.layer1 = eqx.nn.Linear(in_size, hidden, key=k1)
-        self.layer2 = eqx.nn.Linear(hidden, out_size, key=k2)
+        self.layer1 = Linear(in_size, hidden, init)
+        self.layer2 = Linear(hidden, out_size, init)
 
     def __call__(self, x):
         return self.layer2(_gelu(self.layer1(x)))
@@ -179,22 +243,21 @@ class NonLinear(eqx.Module):
 class Block(eqx.Module):
     """One pre-LayerNorm Graphormer-3D block: attention with distance bias, then an MLP."""
 
-    ln_attn: eqx.nn.LayerNorm
-    qkv: eqx.nn.Linear
-    out: eqx.nn.Linear
-    ln_ffn: eqx.nn.LayerNorm
-    fc1: eqx.nn.Linear
-    fc2: eqx.nn.Linear
+    ln_attn: LayerNorm
+    qkv: Linear
+    out: Linear
+    ln_ffn: LayerNorm
+    fc1: Linear
+    fc2: Linear
 
-    def __init__(self, config: GraphormerConfig, *, key):
-        k1, k2, k3, k4 = jax.random.split(key, 4)
+    def __init__(self, config: GraphormerConfig, init: _HostInit, stack: tuple = ()):
         h, f = config.hidden, config.ffn_hidden
-        self.ln_attn = eqx.nn.LayerNorm(h)
-        self.qkv = eqx.nn.Linear(h, 3 * h, key=k1)
-        self.out = eqx.nn.Linear(h, h, key=k2)
-        self.ln_ffn = eqx.nn.LayerNorm(h)
-        self.fc1 = eqx.nn.Linear(h, f, key=k3)
-        self.fc2 = eqx.nn.Linear(f, h, key=k4)
+        self.ln_attn = LayerNorm(h, stack)
+        self.qkv = Linear(h, 3 * h, init, stack)
+        self.out = Linear(h, h, init, stack)
+        self.ln_ffn = LayerNorm(h, stack)
+        self.fc1 = Linear(h, f, init, stack)
+        self.fc2 = Linear(f, h, init, stack)
 
     def __call__(self, h, attn_bias, key_mask, config: GraphormerConfig, key, inference: bool):
         natm, width = h.shape
@@ -227,7 +290,8 @@ class Graphormer3D(eqx.Module):
     """Graphormer-3D energy network with the ProjMINAO Δp head (spec §3.1).
 
     Build with ``Graphormer3D(config, key=key)``; call on one padded molecule (see module docs).
-    The blocks are stored stacked (leading axis L) and applied with ``lax.scan``.
+    The blocks are stored stacked (leading axis L) and applied with ``lax.scan``. The padding row 0
+    of the atom-type embedding starts at zero (PyTorch ``padding_idx``).
     """
 
     config: GraphormerConfig = eqx.field(static=True)
@@ -236,42 +300,43 @@ class Graphormer3D(eqx.Module):
     pair_bias: Float[Array, "pairs"]
     kernel_means: Float[Array, "kernels"]
     kernel_widths: Float[Array, "kernels"]
-    edge_proj: eqx.nn.Linear
+    edge_proj: Linear
     bias_proj: NonLinear
     shrink_inner: Float[Array, "nslot"]
     shrink_outer: Float[Array, "nslot"]
     coeff_encoder: NonLinear
     blocks: Block
-    final_ln: eqx.nn.LayerNorm
+    final_ln: LayerNorm
     energy_head: NonLinear
     delta_head: Optional[NonLinear]
 
     def __init__(self, config: GraphormerConfig, *, key):
-        keys = jax.random.split(key, 9)
+        """Initialise from a JAX PRNG key (parameters drawn on the host with NumPy, seeded by the
+        key bits, so construction compiles nothing); ``key=None`` gives all-zero weights (for
+        abstract skeletons under ``eqx.filter_eval_shape``)."""
+        init = _HostInit(key)
         c = config
         self.config = c
-        emb = jax.random.normal(keys[0], (c.num_atom_types, c.hidden))
-        self.atom_embedding = emb.at[0].set(0.0)  # padding index 0
+        rows = init.normal((c.num_atom_types - 1, c.hidden))
+        self.atom_embedding = jnp.concatenate([jnp.zeros((1, c.hidden)), rows]) if key is None \
+            else jnp.asarray(np.concatenate([np.zeros((1, c.hidden)), np.asarray(rows)]))
         npair = c.num_atom_types ** 2
-        self.pair_mul = jnp.ones(npair)
-        self.pair_bias = jnp.zeros(npair)
-        self.kernel_means = jax.random.uniform(keys[1], (c.num_kernels,), minval=0.0, maxval=3.0)
+        self.pair_mul = init.full((npair,), 1.0)
+        self.pair_bias = init.full((npair,), 0.0)
+        self.kernel_means = init.uniform((c.num_kernels,), 0.0, 3.0)
         if c.kernel == "rbf":
-            self.kernel_widths = jax.random.uniform(keys[2], (c.num_kernels,), minval=0.1,
-                                                    maxval=10.0)
+            self.kernel_widths = init.uniform((c.num_kernels,), 0.1, 10.0)
         else:
-            self.kernel_widths = jax.random.uniform(keys[2], (c.num_kernels,), minval=0.0,
-                                                    maxval=3.0)
-        self.edge_proj = eqx.nn.Linear(c.num_kernels, c.hidden, key=keys[3])
-        self.bias_proj = NonLinear(c.num_kernels, c.num_heads, key=keys[4])
-        self.shrink_inner = jnp.full(c.nslot, c.shrink_inner_init)
-        self.shrink_outer = jnp.full(c.nslot, c.shrink_outer_init)
-        self.coeff_encoder = NonLinear(c.nslot, c.hidden, c.hidden, key=keys[5])
-        block_keys = jax.random.split(keys[6], c.num_layers)
-        self.blocks = eqx.filter_vmap(lambda k: Block(c, key=k))(block_keys)
-        self.final_ln = eqx.nn.LayerNorm(c.hidden)
-        self.energy_head = NonLinear(c.hidden, 1, key=keys[7])
-        self.delta_head = NonLinear(c.hidden, c.nslot, key=keys[8]) if c.delta_head else None
+            self.kernel_widths = init.uniform((c.num_kernels,), 0.0, 3.0)
+        self.edge_proj = Linear(c.num_kernels, c.hidden, init)
+        self.bias_proj = NonLinear(c.num_kernels, c.num_heads, None, init)
+        self.shrink_inner = init.full((c.nslot,), c.shrink_inner_init)
+        self.shrink_outer = init.full((c.nslot,), c.shrink_outer_init)
+        self.coeff_encoder = NonLinear(c.nslot, c.hidden, c.hidden, init)
+        self.blocks = Block(c, init, stack=(c.num_layers,))
+        self.final_ln = LayerNorm(c.hidden)
+        self.energy_head = NonLinear(c.hidden, 1, None, init)
+        self.delta_head = NonLinear(c.hidden, c.nslot, None, init) if c.delta_head else None
 
     def distance_features(self, types, coords) -> Float[Array, "natm natm kernels"]:
         """E_ab: kernels of the pair-type affine map of the distances (self pairs d = 1e-5)."""
@@ -345,11 +410,15 @@ class Graphormer3D(eqx.Module):
                                 delta=delta)
 
 
+def abstract_graphormer(config: GraphormerConfig) -> Graphormer3D:
+    """A :class:`Graphormer3D` skeleton of ``jax.ShapeDtypeStruct`` leaves (no allocation)."""
+    return eqx.filter_eval_shape(Graphormer3D, config, key=None)
+
+
 def count_parameters(model_or_config) -> int:
     """Number of trainable scalars of a model, or of the model a config would build (no allocation)."""
     if isinstance(model_or_config, GraphormerConfig):
-        model_or_config = eqx.filter_eval_shape(Graphormer3D, model_or_config,
-                                                key=jax.random.PRNGKey(0))
+        model_or_config = abstract_graphormer(model_or_config)
     leaves = jax.tree.leaves(model_or_config)
     return int(sum(math.prod(x.shape) for x in leaves
                    if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)))

@@ -1,0 +1,6 @@
+"""Model tests share the PySCF systems helper of the density tests."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "density"))
