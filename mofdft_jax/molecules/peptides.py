@@ -90,15 +90,17 @@ def peptide_molecule(sequence: str, *, termini: str = "neutral", seed: int = 0,
                                 source=f"peptide {seq} ({termini} termini)")
 
 
-def chignolin(*, seed: int = 0, method: str = "rdkit") -> Molecule:
+def chignolin(*, seed: int = 0, method: str = "rdkit", optimize: bool = True) -> Molecule:
     """Neutral chignolin ``YYDPETGTWY`` (168 atoms, 684 electrons).
 
-    ``method="rdkit"``: ETKDG + MMFF folded-ish random conformer (a few seconds);
+    ``method="rdkit"``: ETKDG random conformer, MMFF94-optimised when ``optimize`` (a few
+    seconds; the MMFF step is most of it);
     ``method="protein"``: the long-chain route (PeptideBuilder helix -> PDBFixer -> OpenMM
     hydrogens -> neutralisation), :func:`~mofdft_jax.molecules.proteins.build_protein`.
     """
     if method == "rdkit":
-        return peptide_molecule(CHIGNOLIN_SEQUENCE, termini="neutral", seed=seed, name="chignolin")
+        return peptide_molecule(CHIGNOLIN_SEQUENCE, termini="neutral", seed=seed, name="chignolin",
+                                optimize=optimize)
     if method == "protein":
         from mofdft_jax.molecules.proteins import build_protein
 
