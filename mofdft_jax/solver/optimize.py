@@ -6,9 +6,10 @@ gradient projected onto the plane of constant electron number:
 .. math::  p ← p − ε P ∇_p E(p),\\qquad P = I − \\frac{w wᵀ}{wᵀw}
 
 (1000 steps, ε = 10⁻³; the released ethanol scripts use 5·10⁻⁴). The whole run is one
-``jax.jit``-compiled ``lax.scan``; the energy function is a static argument and the integral
-bundle an ordinary argument (never closed over), so a second molecule of the same shapes, or a new
-step size, reuses the compiled code.
+``jax.jit``-compiled ``lax.fori_loop``; the energy function is a static argument, the integral
+bundle, the step size, the tolerance and the number of steps are ordinary arguments (the bundle is
+never closed over), so a second molecule of the same shapes, a new step size or another number of
+steps within the same power-of-two trajectory buffer reuses the compiled code.
 
 **Trajectory.** ``steps`` updates visit the ``steps + 1`` states p₀ … p_steps; the energy E_i, the
 gradient norm ‖∇E(p_i)‖, the projected gradient norm ‖P∇E(p_i)‖, the electron count wᵀp_i and,
@@ -21,7 +22,7 @@ correction along w, and after every update the rounding drift is removed the sam
 (p ← p + w (N − wᵀp)/(wᵀw)), so wᵀp_i = N to ~10⁻¹⁴ along the whole trajectory.
 
 **Which step is reported** (spec §4.5; chosen afterwards, as in the paper; the coefficients of the
-chosen state are kept in the scan carry, so the trajectory of p need not be stored):
+chosen state are kept in the loop carry, so the trajectory of p need not be stored):
 
 * ``rule="iid"`` (in-distribution: ethanol, QM9): i* = argmin_i |E_{i+1} − E_i| and the state
   i* + 1 is reported (the code's ``np.argmin(delta_e) + 1``);
@@ -256,13 +257,21 @@ class _Carry(NamedTuple):
     sel: _Selection
 
 
-@functools.partial(jax.jit, static_argnames=("energy_fn", "steps", "store_coeffs"))
-def _solve_scan(energy_fn, p0, bundle, lr, gtol, max_rise, *, steps: int, store_coeffs: bool):
+def trajectory_capacity(steps: int) -> int:
+    """Length of the compiled trajectory buffers for ``steps`` updates: the next power of two
+    ≥ steps + 1 (at least 8), so runs of similar length share one compilation."""
+    return max(8, 1 << int(steps).bit_length())
+
+
+@functools.partial(jax.jit, static_argnames=("energy_fn", "capacity", "store_coeffs"))
+def _solve_loop(energy_fn, p0, bundle, steps, lr, gtol, max_rise, *, capacity: int,
+                store_coeffs: bool):
+    """``steps`` (dynamic) updates in a ``fori_loop``; records go to ``(capacity,)`` buffers."""
     norm = bundle.norm
     n_el = jnp.asarray(bundle.n_electrons, dtype=p0.dtype)
     p0 = project_onto_plane(p0, norm, n_el)
     shapes = jax.eval_shape(lambda p: _value_and_grad(energy_fn, p, bundle), p0)
-    every = max(1, (steps + 1) // 100)
+    every = jnp.maximum(1, (steps + 1) // 100)
 
     def evaluate(p):
         return _value_and_grad(energy_fn, p, bundle)
@@ -270,7 +279,8 @@ def _solve_scan(energy_fn, p0, bundle, lr, gtol, max_rise, *, steps: int, store_
     def skip(p):
         return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
-    def body(c: _Carry, t):
+    def body(t, state):
+        c, rec = state
         energy, terms, grad = jax.lax.cond(c.alive, evaluate, skip, c.p)
         pg = project_gradient(grad, norm)
         gn, pgn = jnp.linalg.norm(grad), jnp.linalg.norm(pg)
@@ -303,13 +313,22 @@ def _solve_scan(energy_fn, p0, bundle, lr, gtol, max_rise, *, steps: int, store_
                   "n_electrons": jnp.dot(norm, c.p), "terms": terms}
         if store_coeffs:
             record["coeffs"] = c.p
-        return new, record
+        rec = jax.tree.map(lambda buf, x: buf.at[t].set(x), rec, record)
+        return new, rec
 
     init = _Carry(p=p0, p_prev=p0, p_iid=p0, p_gmin=p0, p_dmin=p0, p_conv=p0,
                   alive=jnp.asarray(True), e0=jnp.asarray(jnp.nan, p0.dtype),
                   diverged_step=jnp.asarray(-1), diverged_energy=jnp.asarray(jnp.nan, p0.dtype),
                   diverged_reason=jnp.asarray(0), sel=_init_selection())
-    final, records = jax.lax.scan(body, init, jnp.arange(steps + 1))
+    energy_s, terms_s, _ = shapes
+    buffers = {"energy": jnp.full((capacity,), jnp.nan, energy_s.dtype),
+               "grad_norm": jnp.full((capacity,), jnp.nan, p0.dtype),
+               "proj_grad_norm": jnp.full((capacity,), jnp.nan, p0.dtype),
+               "n_electrons": jnp.full((capacity,), jnp.nan, p0.dtype),
+               "terms": jax.tree.map(lambda s: jnp.full((capacity,), jnp.nan, s.dtype), terms_s)}
+    if store_coeffs:
+        buffers["coeffs"] = jnp.full((capacity,) + p0.shape, jnp.nan, p0.dtype)
+    final, records = jax.lax.fori_loop(0, steps + 1, body, (init, buffers))
     return final, records
 
 
@@ -418,9 +437,10 @@ def solve(energy_fn: Callable, p0, bundle, *, steps: int = DEFAULT_STEPS, lr: fl
     if p0.shape != bundle.norm.shape:
         raise ValueError(f"p0 has shape {p0.shape}, the density basis has {bundle.norm.shape}")
     initial_count_error = float(jnp.dot(bundle.norm, p0) - bundle.n_electrons)
-    final, rec = _solve_scan(energy_fn, p0, bundle, jnp.asarray(lr, jnp.float64),
-                             jnp.asarray(gtol, jnp.float64), jnp.asarray(max_rise, jnp.float64),
-                             steps=int(steps), store_coeffs=bool(store_coeffs))
+    final, rec = _solve_loop(energy_fn, p0, bundle, jnp.asarray(int(steps)),
+                             jnp.asarray(lr, jnp.float64), jnp.asarray(gtol, jnp.float64),
+                             jnp.asarray(max_rise, jnp.float64),
+                             capacity=trajectory_capacity(steps), store_coeffs=bool(store_coeffs))
     final, rec = jax.device_get((final, rec))
     return _make_result(final, rec, steps=int(steps), lr=float(lr), gtol=float(gtol), rule=rule,
                         initial_count_error=initial_count_error)

@@ -249,15 +249,18 @@ def test_non_finite_initial_state(rng):
 # --- compilation ----------------------------------------------------------------------------------
 
 def test_no_recompilation_for_same_shapes(rng):
-    """New bundle values, new step size, new tolerance and new p0 reuse the compiled solver."""
+    """New bundle values, step size, tolerance, rule, p0 and a step count within the same
+    trajectory buffer reuse the compiled solver; a longer buffer compiles once."""
     b1, b2 = make_quadratic_bundle(rng), make_quadratic_bundle(rng)
     solve(quadratic_terms, start(b1), b1, steps=17, lr=0.01)
-    size = optimize_mod._solve_scan._cache_size()
-    with jax.log_compiles(False):
-        solve(quadratic_terms, start(b2, 0.1), b2, steps=17, lr=0.02, gtol=1e-3, rule="ood")
-    assert optimize_mod._solve_scan._cache_size() == size
-    solve(quadratic_terms, start(b2), b2, steps=18, lr=0.02)  # a new length compiles once
-    assert optimize_mod._solve_scan._cache_size() == size + 1
+    size = optimize_mod._solve_loop._cache_size()
+    solve(quadratic_terms, start(b2, 0.1), b2, steps=17, lr=0.02, gtol=1e-3, rule="ood")
+    solve(quadratic_terms, start(b2), b2, steps=31, lr=0.03)
+    assert optimize_mod._solve_loop._cache_size() == size
+    assert optimize_mod.trajectory_capacity(31) == optimize_mod.trajectory_capacity(17) == 32
+    res = solve(quadratic_terms, start(b2), b2, steps=32, lr=0.02)
+    assert optimize_mod._solve_loop._cache_size() == size + 1
+    assert len(res.trajectory.energy) == 33
 
 
 def test_progress_handler_is_called(rng):
