@@ -11,7 +11,7 @@ from mofdft_jax.data.loader import (FILTER500_KCAL, count_steps, iter_molecule_s
                                     molecule_steps, open_dataset, select_steps)
 from mofdft_jax.units import KCAL_TO_HARTREE
 
-from test_shards import synthetic_labels  # noqa: E402
+from synthetic_labels import synthetic_labels  # noqa: E402  (tests/data is on sys.path)
 
 
 def _with_energies(labels, excess_kcal):

@@ -11,7 +11,7 @@ from mofdft_jax.data.loader import open_dataset
 from mofdft_jax.data.splits import load_splits, make_splits, save_splits, split_groups, split_sizes
 from mofdft_jax.molecules import InputError
 
-from test_shards import synthetic_labels  # noqa: E402  (tests/data is on sys.path via rootdir)
+from synthetic_labels import synthetic_labels  # noqa: E402  (tests/data is on sys.path)
 
 
 def test_split_sizes_largest_remainder_and_nonempty():
