@@ -74,7 +74,8 @@ def make_recording_diis_class(base: type) -> type:
     Attributes of an instance after the SCF:
       step: SCF step whose Fock the next ``update`` pushes (set by the ``get_fock`` hook).
       slot_steps: ``{slot: step}`` of the ring buffer right now.
-      records: ``{step k: (weights (nd,), steps (nd,))}`` of every extrapolation, keyed by the step k
+      records: ``{step k: (weights (nd,), steps (nd,))}`` of every extrapolation, keyed by the
+        step k
         whose orbitals come from diagonalising the extrapolated Fock (k = pushed step + 1).
     """
     if base in _RECORDING_CLASSES:
@@ -163,7 +164,7 @@ class KSRun:
 
 
 def make_ks(mol: gto.Mole, settings: LabelSettings = PAPER_SETTINGS):
-    """The PySCF restricted KS object for ``settings`` (no recording; also the benchmark baseline)."""
+    """The PySCF restricted KS object for ``settings`` (no recording; the benchmark baseline)."""
     if mol.spin != 0:
         raise InputError(f"{mol.atom[0][0] if mol.atom else 'molecule'}: open-shell molecules "
                          "(spin != 0) are not supported by the restricted KS labels")

@@ -29,7 +29,7 @@ def test_etb_shells_and_counts_per_element(symbol):
 
 
 def test_element_gets_the_same_functions_in_any_molecule():
-    """HF (two atoms) and ethanol: counts per atom are the per-element table, whatever neighbours."""
+    """HF (two atoms) and ethanol: counts per atom follow the per-element table."""
     ethanol = Molecule.from_angstrom(
         [6, 6, 8, 1, 1, 1, 1, 1, 1],
         [[-1.2, 0.1, 0], [0.2, -0.4, 0], [1.1, 0.7, 0], [-1.9, -0.7, 0], [-1.4, 0.7, 0.9],
