@@ -13,7 +13,7 @@
 #
 # Machines that cannot pull images, or whose egress intercepts TLS: scripts/container_check.sh
 # builds a local Debian bookworm base (debootstrap + docker import) and passes it as
-# --build-arg BASE_IMAGE=..., and hands the host's CA bundle to the build stage only.
+# --build-arg BASE_IMAGE=..., and hands the host's CA bundle to the (discarded) deps stage only.
 # Only x86_64 (amd64): the lock files pin manylinux x86_64 wheels.
 
 # Debian 12 "bookworm" slim, dated (immutable) tag + OCI index digest. The digest was read from
@@ -22,9 +22,9 @@
 ARG BASE_IMAGE=debian:bookworm-20260918-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 
 # ---------------------------------------------------------------------------------------------
-# build stage: a virtual environment filled from the hash lock only; discarded afterwards, so the
-# optional build-time CA bundle never reaches the final image.
-FROM ${BASE_IMAGE} AS build
+# deps stage: a virtual environment filled from the hash lock only. Discarded (the runtime stage
+# copies /opt/venv out of it), so the optional build-time CA bundle never reaches the image.
+FROM ${BASE_IMAGE} AS deps
 ARG VARIANT=cpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 \
@@ -48,14 +48,16 @@ RUN lock="/tmp/build-input/${VARIANT}.txt" \
     && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/build-input/setuptools.txt \
     && /opt/venv/bin/pip install --require-hashes --no-deps --no-build-isolation --use-pep517 -r "${lock}" \
     && rm -rf /tmp/build-input
+
+# ---------------------------------------------------------------------------------------------
+# build stage: the mofdft_jax wheel (no dependencies resolved, no network). A separate stage so
+# that editing the sources does not invalidate the large /opt/venv layer of the runtime stage.
+FROM deps AS build
 WORKDIR /src
 COPY pyproject.toml README.m[d] /src/
 COPY mofdft_jax/ /src/mofdft_jax/
 COPY reproduce/ /src/reproduce/
-# The package itself: no dependencies resolved, no network; then check the lock is complete.
-RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
-    && /opt/venv/bin/pip check \
-    && /opt/venv/bin/mofdft --version
+RUN /opt/venv/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist /src
 
 # ---------------------------------------------------------------------------------------------
 # runtime stage: Python, the virtual environment, a non-root user.
@@ -71,7 +73,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid "${MOFDFT_UID}" --user-group --shell /bin/bash mofdft \
     && install -d -o mofdft -g mofdft /home/mofdft/results
-COPY --from=build /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /tmp/dist/ /tmp/dist/
+# the package itself (no dependencies, no index), then check that the lock is complete
+RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl \
+    && rm -rf /tmp/dist \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/mofdft --version
 # JAX_ENABLE_X64: float64 everywhere (the CLI switches it on too). Caches and matplotlib's config
 # go to /tmp so that any --user uid works. NVIDIA_*: what the NVIDIA Container Toolkit exposes
 # under `docker run --gpus all` (ignored by the CPU image).

@@ -74,24 +74,32 @@ def test_base_image_pinned_and_overridable():
     repo, _, tag = name.rpartition(":")
     assert repo and tag and tag != "latest", f"base image {default!r} needs an exact tag"
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"base image {default!r} needs a digest"
-    assert all(args == "${BASE_IMAGE}" or args.startswith("${BASE_IMAGE} ")
-               for i, args in dockerfile_instructions() if i == "FROM")
+    names: set[str] = set()
+    for i, args in dockerfile_instructions():
+        if i == "FROM":  # every stage starts from the base image or from an earlier stage
+            image, *alias = args.split()
+            assert image == "${BASE_IMAGE}" or image in names, f"FROM {args}"
+            names.update(alias[1:2])
 
 
 def test_installs_only_from_hash_lock():
-    text = " ".join(args for i, args in dockerfile_instructions() if i == "RUN")
-    assert ("ARG", "VARIANT=cpu") in dockerfile_instructions()
-    pip_calls = re.findall(r"pip install ([^&;|]*)", text)
+    instructions = dockerfile_instructions()
+    assert ("ARG", "VARIANT=cpu") in instructions
+    assert any(i == "COPY" and args.startswith("requirements/ ") and args.endswith(" /tmp/build-input/")
+               for i, args in instructions)
+    text = "\n".join(args for i, args in instructions if i == "RUN")
+    assert 'lock="/tmp/build-input/${VARIANT}.txt"' in text
+    pip_calls = re.findall(r"pip (install|wheel) ([^&;|\n]*)", text)
     assert pip_calls, "the Dockerfile installs nothing with pip"
-    for call in pip_calls:
-        assert "--no-deps" in call, f"pip install without --no-deps: {call}"
+    for verb, call in pip_calls:
+        assert "--no-deps" in call, f"pip {verb} without --no-deps: {call}"
         if "-r " in call:
             assert "--require-hashes" in call, f"lock install without --require-hashes: {call}"
-    locks = [c for c in pip_calls if '"${lock}"' in c or "${VARIANT}.txt" in c]
-    assert locks, "no pip install -r of requirements/${VARIANT}.txt"
-    assert 'lock="/tmp/build-input/${VARIANT}.txt"' in text
-    package = [c for c in pip_calls if c.strip().endswith("/src")]
-    assert package and "--no-build-isolation" in package[0]
+    assert any('-r "${lock}"' in call for _, call in pip_calls), "no install of the variant's lock"
+    wheel = [call for verb, call in pip_calls if verb == "wheel"]
+    assert wheel and "--no-build-isolation" in wheel[0] and wheel[0].strip().endswith("/src")
+    package = [call for verb, call in pip_calls if "/tmp/dist/" in call]
+    assert package and "--no-index" in package[0]
 
 
 @pytest.mark.parametrize("variant", ["cpu", "cuda12"])
@@ -125,7 +133,7 @@ def test_build_time_ca_never_in_final_stage():
     assert build, "a separate (discarded) build stage is expected"
     assert any("build-ca" in args for stage in build for _, args in stage)
     assert not any("build-ca" in args or ".docker-build" in args for _, args in runtime)
-    assert all("--from=build" in args for i, args in runtime if i == "COPY")
+    assert all("--from=" in args for i, args in runtime if i == "COPY"), "context COPY in runtime"
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore and ignore[[line.startswith("#") for line in ignore].index(False)] == "*", \
         ".dockerignore should be an allowlist starting with '*'"
