@@ -34,7 +34,7 @@ from mofdft_jax.molecules.validate import (
     element_symbol,
     validate_molecule,
 )
-from mofdft_jax.units import ANGSTROM_TO_BOHR, HA_PER_BOHR_TO_KCAL_PER_ANGSTROM, KCAL_TO_HARTREE
+from mofdft_jax.units import HA_PER_BOHR_TO_KCAL_PER_ANGSTROM, KCAL_TO_HARTREE
 
 PathLike = str | os.PathLike
 

@@ -27,7 +27,8 @@ def _water(name="water", **kw):
 
 
 def test_xyz_round_trip_multi_frame_is_exact(tmp_path, rng):
-    """write_xyz -> read_xyz reproduces coordinates to 1e-10 Angstrom, names, charge, spin, energy."""
+    """write_xyz -> read_xyz reproduces coordinates to 1e-10 Angstrom, names, charge, spin and
+    energy."""
     frames = []
     for k in range(4):
         coords = WATER_ANGSTROM + 0.05 * rng.standard_normal((3, 3))
@@ -45,7 +46,7 @@ def test_xyz_round_trip_multi_frame_is_exact(tmp_path, rng):
 
 
 def test_xyz_is_read_in_angstrom_and_stored_in_bohr(tmp_path):
-    """A hand-written xyz (atomic numbers as symbols, extra columns) gives Bohr = Angstrom * 1.8897."""
+    """A hand-written xyz (atomic numbers as symbols, extra columns) gives Bohr = A * 1.8897."""
     (tmp_path / "h2.xyz").write_text("2\n\n1 0.0 0.0 0.0 extra\nH 0.0 0.0 0.74 0.1 0.2\n")
     (mol,) = read_xyz(tmp_path / "h2.xyz")
     assert mol.name == "h2"

@@ -93,7 +93,8 @@ def test_non_finite_coordinates(tmp_path):
         ("3\nwater\nO 0 0 0\nH 0 0 1\n", "bad.xyz line 1: frame promises 3 atoms but the file "
                                          "ends after 2 atom line(s)"),
         ("2\nh2\nH 0 0 0\nH 0 0\n", "bad.xyz line 4: expected 'symbol x y z', got 'H 0 0'"),
-        ("2\nh2\nH 0 0 0\nH 0 0 zero\n", "bad.xyz line 4: cannot read coordinates from 'H 0 0 zero'"),
+        ("2\nh2\nH 0 0 0\nH 0 0 zero\n",
+         "bad.xyz line 4: cannot read coordinates from 'H 0 0 zero'"),
         ("2\nh2\nH 0 0 0\nXq 0 0 0.7\n", "bad.xyz line 4: unknown element symbol 'Xq'"),
         ("0\nnothing\n", "bad.xyz line 1: a frame must have at least one atom, got 0"),
         (WATER + "\n2\nh2\nH 0 0 0\n", "bad.xyz line 7: frame promises 2 atoms"),

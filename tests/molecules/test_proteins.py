@@ -68,7 +68,8 @@ def _nonbonded_heavy_min_distance(mol) -> float:
     hops = shortest_path(graph.tocsr(), directed=False, unweighted=True)
     heavy = np.flatnonzero(mol.numbers > 1)
     close = cKDTree(x[heavy]).query_pairs(3.5, output_type="ndarray")
-    d = [np.linalg.norm(x[heavy[i]] - x[heavy[j]]) for i, j in close if hops[heavy[i], heavy[j]] >= 4]
+    d = [np.linalg.norm(x[heavy[i]] - x[heavy[j]]) for i, j in close
+         if hops[heavy[i], heavy[j]] >= 4]
     return float(min(d))
 
 
