@@ -34,6 +34,8 @@ DEFAULT_BLOCK_SIZE = 128
 DEFAULT_SCREEN_THRESHOLD = 1e-12
 #: Safety factor of the analytic pre-screen (the exact filter decides; this only skips work).
 _PRESCREEN_MARGIN = 1e-3
+#: Basis values evaluated at once while building (bytes).
+_CHUNK_BYTES = 2.0**28
 
 
 def make_grids(mol: gto.Mole, level: int = 2) -> dft.gen_grid.Grids:
@@ -180,35 +182,16 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
 
     if dense:
         ao = np.empty((nblk, 4, block_size, naux))
-        for b in range(nblk):
-            ao[b] = auxmol.eval_gto("GTOval_sph_deriv1", coords[b])
-            ao[b][:, ~real[b]] = 0.0
+        per_chunk = max(1, int(_CHUNK_BYTES // (4 * block_size * naux * 8)))
+        for b0 in range(0, nblk, per_chunk):
+            b1 = min(nblk, b0 + per_chunk)
+            vals = auxmol.eval_gto("GTOval_sph_deriv1", coords[b0:b1].reshape(-1, 3))
+            ao[b0:b1] = vals.reshape(4, b1 - b0, block_size, naux).transpose(1, 0, 2, 3)
+        ao *= real[:, None, :, None]
         idx = np.broadcast_to(np.arange(naux, dtype=np.int32), (nblk, naux)).copy()
         return GridBundle(weights=weights, coords=coords, ao=ao, idx=idx)
 
-    atom, ang, alpha, coef, offset, nfunc = _shell_table(auxmol)
-    kappa = _angular_constants(auxmol, ang, alpha, coef)
-    atom_coords = auxmol.atom_coords()
-    blocks_ao, blocks_idx = [], []
-    for b in range(nblk):
-        pts = coords[b][real[b]]
-        dist_atoms = np.sqrt(((pts[:, None, :] - atom_coords[None]) ** 2).sum(-1)).min(axis=0)
-        bound = _shell_bounds(dist_atoms[atom], ang, alpha, coef, kappa)
-        shells = np.nonzero(bound >= _PRESCREEN_MARGIN * screen_threshold)[0]
-        vals, funcs = [], []
-        for s0, s1 in _contiguous_runs(shells):
-            vals.append(auxmol.eval_gto("GTOval_sph_deriv1", pts, shls_slice=(s0, s1)))
-            funcs.append(np.arange(offset[s0], offset[s1 - 1] + nfunc[s1 - 1]))
-        if vals:
-            vals = np.concatenate(vals, axis=2)
-            funcs = np.concatenate(funcs)
-            sig = np.abs(vals).max(axis=(0, 1)) > screen_threshold
-            vals, funcs = vals[:, :, sig], funcs[sig]
-        else:
-            vals, funcs = np.zeros((4, len(pts), 0)), np.zeros(0, dtype=np.int64)
-        blocks_ao.append(vals)
-        blocks_idx.append(funcs)
-
+    blocks_ao, blocks_idx = _screen_blocks(auxmol, coords, real, screen_threshold)
     nsig = max(1, max(len(f) for f in blocks_idx))
     ao = np.zeros((nblk, 4, block_size, nsig))
     idx = np.zeros((nblk, nsig), dtype=np.int32)
@@ -216,6 +199,65 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
         ao[b, :, : vals.shape[1], : len(funcs)] = vals
         idx[b, : len(funcs)] = funcs
     return GridBundle(weights=weights, coords=coords, ao=ao, idx=idx)
+
+
+def _screen_blocks(auxmol: gto.Mole, coords: np.ndarray, real: np.ndarray,
+                   screen_threshold: float):
+    """Significant functions of every block, with their values on the block's real points.
+
+    Consecutive blocks (spatial neighbours by construction) are handled in chunks: the analytic
+    bound pre-screens shells for the whole chunk, the survivors are evaluated on all its points in a
+    few ``eval_gto`` calls, and each block then keeps the functions whose max |value| or
+    |gradient component| on its own points exceeds ``screen_threshold``.
+    """
+    nblk, block_size, _ = coords.shape
+    atom, ang, alpha, coef, offset, nfunc = _shell_table(auxmol)
+    kappa = _angular_constants(auxmol, ang, alpha, coef)
+    atom_coords = auxmol.atom_coords()
+    naux = auxmol.nao_nr()
+    per_chunk = max(1, int(_CHUNK_BYTES // (4 * block_size * naux * 8)))
+    blocks_ao, blocks_idx = [], []
+    for b0 in range(0, nblk, per_chunk):
+        b1 = min(nblk, b0 + per_chunk)
+        mask = real[b0:b1].reshape(-1)
+        pts = coords[b0:b1].reshape(-1, 3)[mask]
+        block_of_pt = np.repeat(np.arange(b1 - b0), block_size)[mask]
+        dist_atoms = np.sqrt(((pts[:, None, :] - atom_coords[None]) ** 2).sum(-1))
+        # per block: distance from each atom to the nearest point of the block
+        dmin = np.full((b1 - b0, len(atom_coords)), np.inf)
+        np.minimum.at(dmin, block_of_pt, dist_atoms)
+        bound = _shell_bounds(dmin[:, atom], ang, alpha, coef, kappa)  # (nb, nbas)
+        shells = np.nonzero((bound >= _PRESCREEN_MARGIN * screen_threshold).any(axis=0))[0]
+        vals, funcs = [], []
+        for s0, s1 in _merged_runs(shells, nfunc):
+            vals.append(auxmol.eval_gto("GTOval_sph_deriv1", pts, shls_slice=(s0, s1)))
+            funcs.append(np.arange(offset[s0], offset[s1 - 1] + nfunc[s1 - 1]))
+        if vals:
+            vals = np.concatenate(vals, axis=2)
+            funcs = np.concatenate(funcs)
+        else:
+            vals, funcs = np.zeros((4, len(pts), 0)), np.zeros(0, dtype=np.int64)
+        amax = np.abs(vals).max(axis=0)  # (npts, nsel)
+        starts = np.searchsorted(block_of_pt, np.arange(b1 - b0))
+        stops = np.searchsorted(block_of_pt, np.arange(b1 - b0), side="right")
+        for p0, p1 in zip(starts, stops):
+            sig = amax[p0:p1].max(axis=0) > screen_threshold
+            blocks_ao.append(vals[:, p0:p1][:, :, sig])
+            blocks_idx.append(funcs[sig])
+    return blocks_ao, blocks_idx
+
+
+def _merged_runs(shells: np.ndarray, nfunc: np.ndarray, max_gap: int = 32) -> list[tuple[int, int]]:
+    """Contiguous shell ranges covering ``shells``; gaps of ≤ ``max_gap`` functions are bridged
+    (evaluating a few extra functions is cheaper than another ``eval_gto`` call)."""
+    runs = _contiguous_runs(shells)
+    merged: list[list[int]] = []
+    for s0, s1 in runs:
+        if merged and nfunc[merged[-1][1]:s0].sum() <= max_gap:
+            merged[-1][1] = s1
+        else:
+            merged.append([s0, s1])
+    return [(a, b) for a, b in merged]
 
 
 def grid_bundle_nbytes(grid: GridBundle) -> int:
