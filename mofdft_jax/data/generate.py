@@ -325,6 +325,19 @@ def generate_dataset(
         adopted_shards=len(report["adopted"]), removed_temporaries=len(removed))
 
 
+def fit_memory_setting(settings: Any, worker_memory_bytes: int | None) -> Any:
+    """Lower PySCF's ``max_memory_mb`` to 60 % of a worker's memory limit (the rest is Python, JAX
+    and the grid), so the nanny does not kill workers of big molecules. ``max_memory_mb`` is a
+    resource setting (:data:`~mofdft_jax.data.shards.RUN_ONLY_SETTINGS`): it is not stored in shards
+    and never makes two datasets incompatible."""
+    if not worker_memory_bytes or not hasattr(settings, "max_memory_mb"):
+        return settings
+    cap = int(0.6 * worker_memory_bytes / 2**20)
+    if settings.max_memory_mb <= cap:
+        return settings
+    return dataclasses.replace(settings, max_memory_mb=cap)
+
+
 def _progress_bar(enabled: bool, total: int):
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -362,8 +375,10 @@ def _run_tasks(todo: list[MoleculeTask], settings: Any, out_dir: Path,
                 record(result)
                 bar.update(bar_task, advance=1, status=status())
             return 0
-        with _dask_client(workers, scheduler, memory_limit_bytes) as (client, n_workers):
+        with _dask_client(workers, scheduler, memory_limit_bytes) as (client, n_workers, limit):
             from distributed import as_completed
+
+            settings = fit_memory_setting(settings, limit)
 
             futures = {}
             for task in todo:
@@ -394,7 +409,9 @@ def _dask_client(workers: int | None, scheduler: str | None, memory_limit_bytes:
     if scheduler is not None:
         client = Client(scheduler, timeout="30s")
         try:
-            yield client, len(client.scheduler_info().get("workers", {}))
+            workers_info = client.scheduler_info().get("workers", {})
+            limits = [w.get("memory_limit") or 0 for w in workers_info.values()]
+            yield client, len(workers_info), (min(limits) if limits and min(limits) > 0 else None)
         finally:
             client.close()
         return
@@ -403,12 +420,15 @@ def _dask_client(workers: int | None, scheduler: str | None, memory_limit_bytes:
         import psutil
 
         memory_limit_bytes = int(LOCAL_MEMORY_FRACTION * psutil.virtual_memory().total / n_workers)
+    # no dashboard; the scheduler's small HTTP server (health routes) on a free local port
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                            memory_limit=memory_limit_bytes, dashboard_address=None,
+                           scheduler_kwargs={"dashboard": False,
+                                             "dashboard_address": "127.0.0.1:0"},
                            silence_logs=logging.ERROR)
     client = Client(cluster)
     try:
-        yield client, n_workers
+        yield client, n_workers, memory_limit_bytes
     finally:
         client.close()
         cluster.close()

@@ -198,8 +198,8 @@ def write_shard(path: str | os.PathLike, labels: Any, *, meta: dict | None = Non
 
     The file is first written to ``.<name>.tmp-<pid>-<random>`` in the target directory, flushed and
     ``fsync``-ed, then renamed onto ``path`` and the directory entry is ``fsync``-ed. Readers never
-    see a partial shard. Fields listed in :data:`RUN_FIELDS` (``wall_s``) are not written so that
-    equal labels give byte-identical shards.
+    see a partial shard. Fields listed in :data:`RUN_FIELDS` (``wall_s``) and resource settings
+    (:data:`RUN_ONLY_SETTINGS`) are not written, so that equal labels give byte-identical shards.
 
     Args:
       path: final shard path (``DIR/{index:06d}_{name}.h5``).
@@ -211,7 +211,7 @@ def write_shard(path: str | os.PathLike, labels: Any, *, meta: dict | None = Non
     """
     path = Path(path)
     fields = labels_to_fields(labels)
-    settings = fields.pop("settings", {})
+    settings = {k: v for k, v in fields.pop("settings", {}).items() if k not in RUN_ONLY_SETTINGS}
     for run_field in RUN_FIELDS:
         fields.pop(run_field, None)
     tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")

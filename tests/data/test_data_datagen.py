@@ -196,3 +196,15 @@ def test_second_writer_is_locked_out(tmp_path):
         with pytest.raises(DatasetError, match="another `mofdft datagen` run is writing"):
             generate_dataset(recipe_tasks(recipe), recipe.label_settings(), tmp_path,
                              workers=0, limit=0, progress=False)
+
+
+def test_pyscf_memory_fits_the_worker_limit():
+    from mofdft_jax.data.generate import fit_memory_setting
+    from mofdft_jax.qchem.labels import PAPER_SETTINGS
+
+    assert PAPER_SETTINGS.max_memory_mb == 16000
+    fitted = fit_memory_setting(PAPER_SETTINGS, 4 * 2**30)  # a 4 GiB worker
+    assert fitted.max_memory_mb == int(0.6 * 4 * 1024)
+    assert fitted.replace(max_memory_mb=16000) == PAPER_SETTINGS  # nothing else changes
+    assert fit_memory_setting(PAPER_SETTINGS, 64 * 2**30) is PAPER_SETTINGS
+    assert fit_memory_setting(PAPER_SETTINGS, None) is PAPER_SETTINGS
