@@ -105,18 +105,19 @@ PAPER_PROTEINS: dict[str, ProteinSpec] = {
         key="2WXC", name="BBL-H142W", sequence="GSQNNDALSPAIRRLLAEWNLDASAIKGTGVGGRLTREDVEKHLAKA",
         n_atoms_paper=709, n_electrons_paper=2676, stand_in=False,
         note="47-residue BBL H142W as simulated by Lindorff-Larsen et al., Science 334, 517 "
-             "(2011), written from memory (no network here); its neutral all-atom formula (free "
-             "termini, ASH/GLH/LYN/HIE, neutral Arg) gives exactly the paper's 709 atoms and 2,676 "
-             "electrons, which pins the composition; not compared residue by residue with the PDB "
-             "entry."),
+             "(2011); the sequence is identical, residue by residue, to the BBL/2WXC entry of public "
+             "lists of the D. E. Shaw fast-folding proteins (checked 2026-11-25 in stored public "
+             "code), and its neutral all-atom formula (free termini, ASH/GLH/LYN/HIE, neutral Arg) "
+             "gives exactly the paper's 709 atoms and 2,676 electrons."),
     "1PRB": ProteinSpec(
         key="1PRB", name="proteinB-K5I-K39V",
         sequence="LKNAIEDAIAELKKAGITSDFYFNAINKAKTVEEVNALVNEILKAHA",
         n_atoms_paper=738, n_electrons_paper=2750, stand_in=False,
         note="47-residue protein B (albumin-binding GA module) K5I/K39V as simulated by "
-             "Lindorff-Larsen et al. (2011), written from memory; the neutral formula gives "
+             "Lindorff-Larsen et al. (2011); identical to the PRB entry of public lists of the D. E. "
+             "Shaw fast-folding proteins (checked 2026-11-25 in stored public code); the neutral formula gives "
              "exactly the paper's 738 atoms and 2,750 electrons (the wild type K5/K39 would give "
-             "745 and 2,774), which pins the composition; not compared with the PDB entry."),
+             "745 and 2,774), the geometry is built from the sequence, not read from the PDB entry."),
 }
 
 
