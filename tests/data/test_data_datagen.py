@@ -208,3 +208,24 @@ def test_pyscf_memory_fits_the_worker_limit():
     assert fitted.replace(max_memory_mb=16000) == PAPER_SETTINGS  # nothing else changes
     assert fit_memory_setting(PAPER_SETTINGS, 64 * 2**30) is PAPER_SETTINGS
     assert fit_memory_setting(PAPER_SETTINGS, None) is PAPER_SETTINGS
+
+
+def test_existing_scheduler_address(tmp_path):
+    """--scheduler: tasks go to an already running cluster (here an in-process one) whose workers
+    write the shards; PySCF memory is fitted to that cluster's worker limit."""
+    from distributed import LocalCluster
+
+    recipe = load_recipe("smoke", "quick")
+    tasks = recipe_tasks(recipe)[3:4]  # hydrogen fluoride
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="2GiB",
+                      dashboard_address=None,
+                      scheduler_kwargs={"dashboard": False,
+                                        "dashboard_address": "127.0.0.1:0"}) as cluster:
+        summary = generate_dataset(tasks, recipe.label_settings(), tmp_path,
+                                   recipe=recipe.to_dict(), scheduler=cluster.scheduler_address,
+                                   progress=False)
+    assert summary.molecules_done == 1 and summary.workers == 1
+    assert summary.scheduler == cluster.scheduler_address
+    labels = shards.read_shard(tmp_path / "000003_hydrogen_fluoride.h5")
+    assert labels.converged and "max_memory_mb" not in labels.settings
+    assert labels.molecule.formula == "HF"
