@@ -229,3 +229,12 @@ def test_existing_scheduler_address(tmp_path):
     labels = shards.read_shard(tmp_path / "000003_hydrogen_fluoride.h5")
     assert labels.converged and "max_memory_mb" not in labels.settings
     assert labels.molecule.formula == "HF"
+
+
+def test_human_summary(tmp_path, capsys):
+    code = cli_main(["datagen", "smoke", "--out", str(tmp_path), "--limit", "0", "--workers", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "datagen smoke (quick)" in out and "0 labelled now" in out
+    manifest = shards.read_manifest(tmp_path)
+    assert len(manifest["molecules"]) == 6 and manifest["shards"] == {}
