@@ -14,9 +14,9 @@ Order of operations (spec §2, release ``preprocess_fn``):
    p̃ = λ (p′ - p̄) per (element, slot) (spec §2.3).
 
 Because D is orthogonal, M = D W^{1/2} Dᵀ, so the code applies p′ = D (W^{1/2} p) with the
-eigendecomposition W = Q diag(s²) Qᵀ of the global overlap: the frame switch and the reparametrisation
-switch are independent. Gradients map as ∇_{p′} = M⁻¹ D ∇_p = D W^{-1/2} ∇_p, and the inverse map is
-p = W^{-1/2} Dᵀ p′.
+eigendecomposition W = Q diag(s²) Qᵀ of the global overlap: the frame switch and the
+reparametrisation switch are independent. Gradients map as ∇_{p′} = M⁻¹ D ∇_p = D W^{-1/2} ∇_p,
+and the inverse map is p = W^{-1/2} Dᵀ p′.
 
 The expensive per-geometry part (frames, D, the eigendecomposition of W) lives in
 :class:`AdapterGeometry`, built once per molecule on the host by :func:`build_adapter_geometry` and
@@ -272,7 +272,8 @@ def rotate_coeffs(coeffs: Float[Array, "naux"], geometry: AdapterGeometry) -> Fl
     return (coeffs[geometry.rot_index] * geometry.rot_weight).sum(-1)
 
 
-def unrotate_coeffs(coeffs: Float[Array, "naux"], geometry: AdapterGeometry) -> Float[Array, "naux"]:
+def unrotate_coeffs(coeffs: Float[Array, "naux"],
+                    geometry: AdapterGeometry) -> Float[Array, "naux"]:
     """Dᵀ p′ (the inverse of :func:`rotate_coeffs`, D orthogonal)."""
     if geometry.rot_index is None:
         return coeffs
@@ -286,12 +287,14 @@ def _overlap_power(x, geometry: AdapterGeometry, power: float):
     return q @ (geometry.overlap_sqrt_vals ** (2 * power) * (q.T @ x))
 
 
-def transform_coeffs(coeffs: Float[Array, "naux"], geometry: AdapterGeometry) -> Float[Array, "naux"]:
+def transform_coeffs(coeffs: Float[Array, "naux"],
+                     geometry: AdapterGeometry) -> Float[Array, "naux"]:
     """p′ = Mᵀ D p = D W^{1/2} p (spec §2.1–2.2), in PySCF function order."""
     return rotate_coeffs(_overlap_power(coeffs, geometry, 0.5), geometry)
 
 
-def transform_gradient(grad: Float[Array, "naux"], geometry: AdapterGeometry) -> Float[Array, "naux"]:
+def transform_gradient(grad: Float[Array, "naux"],
+                       geometry: AdapterGeometry) -> Float[Array, "naux"]:
     """∇_{p′} = M⁻¹ D ∇_p = D W^{-1/2} ∇_p: a gradient with respect to p expressed for p′."""
     return rotate_coeffs(_overlap_power(grad, geometry, -0.5), geometry)
 
@@ -302,29 +305,35 @@ def untransform_coeffs(coeffs_prime: Float[Array, "naux"],
     return _overlap_power(unrotate_coeffs(coeffs_prime, geometry), geometry, -0.5)
 
 
-def scatter_to_slots(values: Float[Array, "naux"], geometry: AdapterGeometry) -> Float[Array, "natm 477"]:
+def scatter_to_slots(values: Float[Array, "naux"],
+                     geometry: AdapterGeometry) -> Float[Array, "natm 477"]:
     """Per-atom slot layout ``(natm, 477)``: each atom's functions go to its element block."""
     natm = geometry.fallback.shape[0]
     out = jnp.zeros((natm, NSLOT), dtype=values.dtype)
     return out.at[geometry.aux_atom, geometry.aux_slot].set(values, mode="drop")
 
 
-def gather_from_slots(slots: Float[Array, "natm 477"], geometry: AdapterGeometry) -> Float[Array, "naux"]:
+def gather_from_slots(slots: Float[Array, "natm 477"],
+                      geometry: AdapterGeometry) -> Float[Array, "naux"]:
     """Inverse of :func:`scatter_to_slots` (padding functions read 0)."""
     return slots.at[geometry.aux_atom, geometry.aux_slot].get(mode="fill", fill_value=0.0)
 
 
-def coeffs_to_slots(coeffs: Float[Array, "naux"], geometry: AdapterGeometry) -> Float[Array, "natm 477"]:
+def coeffs_to_slots(coeffs: Float[Array, "naux"],
+                    geometry: AdapterGeometry) -> Float[Array, "natm 477"]:
     """Raw p → p′ in the per-atom slot layout (spec §2 steps 1–4)."""
     return scatter_to_slots(transform_coeffs(coeffs, geometry), geometry)
 
 
-def gradient_to_slots(grad: Float[Array, "naux"], geometry: AdapterGeometry) -> Float[Array, "natm 477"]:
-    """A gradient ∇_p (e.g. a label) → ∇_{p′} in the slot layout."""
+def gradient_to_slots(grad: Float[Array, "naux"],
+                      geometry: AdapterGeometry) -> Float[Array, "natm 477"]:
+    """A gradient ∇_p (e.g. a label) → ∇_{p′} in the slot layout; also maps the normalisation
+    vector w to w′ (N = wᵀp = w′ᵀp′), needed to project gradients in the p′ space."""
     return scatter_to_slots(transform_gradient(grad, geometry), geometry)
 
 
-def slots_to_coeffs(slots: Float[Array, "natm 477"], geometry: AdapterGeometry) -> Float[Array, "naux"]:
+def slots_to_coeffs(slots: Float[Array, "natm 477"],
+                    geometry: AdapterGeometry) -> Float[Array, "naux"]:
     """p′ in the slot layout → raw p (Dᵀ M⁻ᵀ, spec §3.1 item 6)."""
     return untransform_coeffs(gather_from_slots(slots, geometry), geometry)
 
@@ -412,12 +421,23 @@ def _slot_mask_np(atom_numbers) -> np.ndarray:
     return idx[:, None] == _SLOT_ELEMENT[None, :]
 
 
-def _transform_labels(coeffs, grads, ground, geometry):
-    """Labels of one geometry in the slot layout: p′, ∂T/∂p′ (kcal/mol), p′* - p′."""
+def labels_to_slots(coeffs: Float[Array, "nstep naux"], grads: Float[Array, "nstep naux"],
+                    ground_coeffs: Float[Array, "naux"], geometry: AdapterGeometry):
+    """Labelled SCF steps of one geometry in the slot layout (for statistics and training).
+
+    Args:
+      coeffs: ``(nstep, naux)`` raw p⁽ᵏ⁾.
+      grads: ``(nstep, naux)`` gradient labels ∂T/∂p, Hartree per unit coefficient.
+      ground_coeffs: ``(naux,)`` the ground-state p*.
+
+    Returns:
+      ``(p′, ∂T/∂p′ in kcal/mol, p′* - p′)``, each ``(nstep, natm, 477)``. The normalisation
+      vector maps like a gradient: w′ = :func:`gradient_to_slots` (w), since N = wᵀp = w′ᵀp′.
+    """
     to_slots = jax.vmap(coeffs_to_slots, in_axes=(0, None))
     p = to_slots(coeffs, geometry)
     g = jax.vmap(gradient_to_slots, in_axes=(0, None))(grads, geometry) * HARTREE_TO_KCAL
-    return p, g, coeffs_to_slots(ground, geometry)[None] - p
+    return p, g, coeffs_to_slots(ground_coeffs, geometry)[None] - p
 
 
 def _transformed(sample: LabelledGeometry, transform):
@@ -459,7 +479,7 @@ def compute_statistics(samples: Sequence[LabelledGeometry], *, s_grad: float = S
     sum_d = np.zeros(NSLOT)
     seen = np.zeros(len(ELEMENTS), dtype=bool)
     rows = []  # per geometry: composition, mean energy, mean Σ_a p′
-    transform = jax.jit(_transform_labels)  # driver-level jit; geometry passed as an argument
+    transform = jax.jit(labels_to_slots)  # driver-level jit; geometry passed as an argument
     for sample in samples:
         p, g, delta, mask = _transformed(sample, transform)
         nstep = p.shape[0]

@@ -1,7 +1,8 @@
 """Real solid harmonics and real Wigner-D matrices in PySCF's ordering (l ≤ 4, spec §2.1).
 
 PySCF's spherical functions are real solid harmonics times a radial Gaussian. Their angular parts
-are the standard real spherical harmonics (no Condon–Shortley phase, all components normalised alike)
+are the standard real spherical harmonics (no Condon–Shortley phase, all components normalised
+alike)
 
 .. math::
 
@@ -20,11 +21,12 @@ The real Wigner-D matrix of a rotation R (3×3, orthogonal, det +1) is defined b
 
 so D^l is orthogonal and D^l(R₁R₂) = D^l(R₁) D^l(R₂). It is obtained exactly (up to rounding) by
 least squares on a fixed set of sample points: D = S(R U) S(U)⁺. Expansion coefficients of a
-function Σ_m c_m S_m(r - R_a) expressed in the rotated coordinates r' = R(r - R_a) are c' = D^l(R) c:
+function Σ_m c_m S_m(r - R_a) expressed in the rotated coordinates r' = R(r - R_a) are
+c' = D^l(R) c:
 this is the local-frame transform p′ = D p of spec §2.1.
 
-This is per-geometry setup work (host NumPy, float64); it is imported by the device-world adapter and
-never imports PySCF.
+This is per-geometry setup work (host NumPy, float64); it is imported by the device-world adapter
+and never imports PySCF.
 """
 
 from __future__ import annotations

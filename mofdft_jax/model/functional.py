@@ -15,7 +15,7 @@
 
 The energy is computed as (spec §2.4)
 
-.. math::  T_θ(p) = [\\mathrm{NN}(λ (p′ - p̄)) + ḡᵀp′ + Σ_a T̄_{Z(a)} + T̄_{global}] / 627.5094740630558
+.. math::  T_θ(p) = [\\mathrm{NN}(λ (p′ - p̄)) + ḡᵀp′ + Σ_a T̄_{Z(a)} + T̄_{global}] / 627.509474…
 
 in Hartree, the bracket in kcal/mol. Which energy it models is ``target``:
 

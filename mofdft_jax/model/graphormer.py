@@ -12,9 +12,10 @@ ProjMINAO correction Δp̃ ``(natm, 477)``. Batches are ``jax.vmap`` over molecu
 
 Architecture (spec §3.1):
 
-1. distance features: per pair-type affine map t = mul_{Z_a Z_b} d_ab + bias_{Z_a Z_b} of the distance
-   (self pairs included, d = |x_a - x_b| + 1e-5), then K kernels: ``rbf`` exp(-|β_k| (t - μ_k)²)
-   (release default) or ``gbf`` the normalised Gaussian N(t; μ_k, σ_k) (paper Eq. S68);
+1. distance features: per pair-type affine map t = mul_{Z_a Z_b} d_ab + bias_{Z_a Z_b} of the
+   distance (self pairs included, d = |x_a - x_b| + 1e-5), then K kernels: ``rbf``
+   exp(-|β_k| (t - μ_k)²) (release default) or ``gbf`` the normalised Gaussian N(t; μ_k, σ_k)
+   (paper Eq. S68);
 2. node embedding h_a = c_{Z(a)} + Linear(Σ_b E_ab) + MLP(ShrinkGate(p̃_a)), with
    ShrinkGate(x) = outer ⊙ tanh(inner ⊙ x), per-slot learnable vectors initialised to λ_co = 10
    and λ_mul (0.05; 0.02 for ethanol) (spec §2.5);
@@ -416,9 +417,14 @@ def abstract_graphormer(config: GraphormerConfig) -> Graphormer3D:
 
 
 def count_parameters(model_or_config) -> int:
-    """Number of trainable scalars of a model, or of the model a config would build (no allocation)."""
+    """Number of trainable scalars of a model, or of the model a config builds (no allocation)."""
     if isinstance(model_or_config, GraphormerConfig):
         model_or_config = abstract_graphormer(model_or_config)
     leaves = jax.tree.leaves(model_or_config)
     return int(sum(math.prod(x.shape) for x in leaves
                    if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)))
+
+
+if __name__ == "__main__":  # python -m mofdft_jax.model.graphormer: parameter counts of the configs
+    for _name, _config in CONFIGS.items():
+        print(f"{_name:14s} {count_parameters(_config):>12,d} parameters")

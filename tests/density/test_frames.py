@@ -41,7 +41,8 @@ def test_fallback_to_identity_without_two_non_collinear_heavy_atoms():
     # methane: C has no heavy neighbour; the H atoms have only C
     assert compute_local_frames(*METHANE).fallback.all()
     # HCN is linear: the H finds C then N on the same line -> fallback; C and N have one heavy atom
-    hcn = compute_local_frames(np.array([1, 6, 7]), np.array([[0, 0, -1.06], [0, 0, 0], [0, 0, 1.15]]))
+    hcn = compute_local_frames(np.array([1, 6, 7]),
+                               np.array([[0, 0, -1.06], [0, 0, 0], [0, 0, 1.15]]))
     assert hcn.fallback.all()
 
 

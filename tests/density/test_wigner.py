@@ -15,7 +15,7 @@ def _shell_mol(l: int) -> gto.Mole:
 
 @pytest.mark.parametrize("l", range(5))
 def test_solid_harmonics_match_pyscf_angular_parts(l, rng):
-    """PySCF GTO value = const_l · exp(-α r²) · S_lm(r) with one constant for all m (order, sign)."""
+    """PySCF GTO = c_l · exp(-α r²) · S_lm(r), one constant c_l for all m (order and signs)."""
     pts = rng.normal(size=(40, 3))
     ao = _shell_mol(l).eval_gto("GTOval_sph", pts)
     mine = real_solid_harmonics(l, pts) * np.exp(-0.7 * (pts ** 2).sum(1))[:, None]

@@ -1,4 +1,4 @@
-"""Graphormer-3D network (spec §3.1–3.2): size, invariances, padding, dropout, float32, gradients."""
+"""Graphormer-3D (spec §3.1–3.2): size, invariances, padding, dropout, float32, gradients."""
 
 import dataclasses
 
@@ -43,7 +43,8 @@ def test_paper_config_parameter_count():
     print(f"paper config: {n:,} parameters")
     assert n == 45_245_752
     assert abs(n + 590_593 - 45.8e6) < 0.05e6
-    assert count_parameters(make_config("paper", delta_head=False)) == n - (768 * 768 + 768 + 768 * 477 + 477)
+    delta_head = 768 * 768 + 768 + 768 * 477 + 477
+    assert count_parameters(make_config("paper", delta_head=False)) == n - delta_head
     tiny = Graphormer3D(make_config("tiny"), key=jax.random.PRNGKey(1))
     assert count_parameters(tiny) == count_parameters(make_config("tiny"))
 

@@ -1,4 +1,4 @@
-"""Checkpoints: bit-exact round trip, atomic files, clear errors for mismatches and unseen elements."""
+"""Checkpoints: bit-exact round trip, atomic files, clear errors (mismatches, unseen elements)."""
 
 import json
 
@@ -69,7 +69,8 @@ def test_mismatched_config_is_a_clear_error(functional, tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["config"]["hidden"] = 64
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="weights do not fit the stored config .*atom_embedding"):
+    with pytest.raises(CheckpointError,
+                       match="weights do not fit the stored config .*atom_embedding"):
         load_checkpoint(tmp_path / "ckpt")
     meta["config"]["hidden"] = 32
     meta["config"]["num_layers"] = 3
