@@ -29,6 +29,8 @@ network and the statistics (spec §2.4); inputs and outputs of the package are H
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import NamedTuple, Optional, Sequence
 
 import jax
@@ -166,9 +168,10 @@ def build_adapter_geometry(bundle, use_local_frames: bool = True,
     """Build the per-geometry adapter constants (frames, Wigner-D, overlap eigendecomposition).
 
     Args:
-      bundle: an :class:`~mofdft_jax.bundle.IntegralBundle` or any object with ``atom_numbers``
-        ``(natm,)``, ``coords`` ``(natm, 3)`` (Bohr), ``aux_atom`` ``(naux,)``, ``aux_l``
-        ``(naux,)`` and, when ``use_reparam``, ``overlap`` ``(naux, naux)`` (W = ⟨ω_μ|ω_ν⟩).
+      bundle: an :class:`~mofdft_jax.bundle.IntegralBundle`, or any object (or mapping) with
+        ``atom_numbers`` ``(natm,)``, ``coords`` ``(natm, 3)`` (Bohr), ``aux_atom`` ``(naux,)``,
+        ``aux_l`` ``(naux,)`` and, when ``use_reparam``, ``overlap`` ``(naux, naux)``
+        (W = ⟨ω_μ|ω_ν⟩).
       use_local_frames: rotate each shell into its atom's local frame (spec §2.1).
       use_reparam: natural reparametrisation with the symmetric square root of W (spec §2.2).
 
@@ -177,6 +180,8 @@ def build_adapter_geometry(bundle, use_local_frames: bool = True,
 
     Cost: one ``(naux, naux)`` symmetric eigendecomposition when ``use_reparam``.
     """
+    if isinstance(bundle, Mapping):
+        bundle = SimpleNamespace(**bundle)
     atom_numbers = np.asarray(bundle.atom_numbers).astype(np.int64)
     coords = np.asarray(bundle.coords, dtype=np.float64)
     aux_atom = np.asarray(bundle.aux_atom).astype(np.int64)

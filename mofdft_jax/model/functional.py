@@ -6,7 +6,9 @@
   was seen in training and builds the :class:`~mofdft_jax.density.adapter.AdapterGeometry` with the
   functional's switches (local frames, natural reparametrisation);
 * ``functional.energy(coeffs, bundle, geometry)`` → Hartree: the energy term of the OFDFT engine
-  (``jax.grad`` gives the potential with respect to the raw p, through the whole adapter);
+  (``jax.grad`` gives the potential with respect to the raw p, through the whole adapter). Pass the
+  functional, the bundle and the geometry as ARGUMENTS of the jitted driver (``eqx.filter_jit``);
+  closing over the geometry would embed its ``(naux, naux)`` matrix as a constant;
 * ``functional.delta_coeffs(coeffs, bundle, geometry)`` → ``(naux,)`` the ProjMINAO correction
   Δp (add it to the MINAO coefficients), mapped back to raw p by Dᵀ M⁻ᵀ and projected onto wᵀΔp = 0
   (spec §3.1 item 6, SI B.5.2);
@@ -62,6 +64,10 @@ TARGETS = {
     "txc": ("hartree", "external", "nuclear"),
     "tot": (),
 }
+
+
+def _is_concrete(*arrays) -> bool:
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 class UnseenElementError(ValueError):
@@ -153,7 +159,7 @@ class LearnedFunctional(eqx.Module):
                     key=None, inference: bool = True) -> Float[Array, ""]:
         """The learned energy in kcal/mol (see :meth:`energy`)."""
         self._check_geometry(geometry)
-        if not isinstance(bundle.atom_numbers, jax.core.Tracer):
+        if _is_concrete(bundle.atom_numbers, self.statistics.element_seen):
             self.check_elements(bundle.atom_numbers)
         slots = coeffs_to_slots(coeffs, geometry)
         energy, _ = self.apply_slots(slots, bundle.atom_numbers, bundle.coords, key=key,
@@ -172,11 +178,6 @@ class LearnedFunctional(eqx.Module):
         return self.energy_kcal(coeffs, bundle, geometry, key=key,
                                 inference=inference) / HARTREE_TO_KCAL
 
-    def energy_fn(self, geometry: AdapterGeometry):
-        """``term(coeffs, bundle) -> Ha`` for the OFDFT engine. The geometry is closed over: pass
-        it through the solver's arguments instead when jit-compiling large systems."""
-        return lambda coeffs, bundle: self.energy(coeffs, bundle, geometry)
-
     def delta_coeffs(self, coeffs: Float[Array, "naux"], bundle,
                      geometry: AdapterGeometry) -> Float[Array, "naux"]:
         """ProjMINAO correction Δp in raw coefficients (spec §3.1 item 6, SI B.5.2).
@@ -186,7 +187,7 @@ class LearnedFunctional(eqx.Module):
         w = ``bundle.norm``, so p_init = p_MINAO + Δp keeps the electron count.
         """
         self._check_geometry(geometry)
-        if not isinstance(bundle.atom_numbers, jax.core.Tracer):
+        if _is_concrete(bundle.atom_numbers, self.statistics.element_seen):
             self.check_elements(bundle.atom_numbers)
         slots = coeffs_to_slots(coeffs, geometry)
         _, delta = self.apply_slots(slots, bundle.atom_numbers, bundle.coords, with_delta=True)

@@ -127,6 +127,12 @@ def test_slot_layout_and_padding(ethanol):
     assert spad.shape == (12, 477)
     assert float(jnp.abs(spad[:9] - slots).max()) < 1e-12 and not jnp.any(spad[9:])
     back = slots_to_coeffs(spad, padded)
+    # both switches off: p′ = p (plain slot layout, the ablation of spec §5.6)
+    plain = ad.build_adapter_geometry({"atom_numbers": bundle.atom_numbers, "coords": bundle.coords,
+                                       "aux_atom": bundle.aux_atom, "aux_l": bundle.aux_l},
+                                      use_local_frames=False, use_reparam=False)
+    assert jnp.array_equal(ad.gather_from_slots(coeffs_to_slots(jnp.asarray(coeffs), plain), plain),
+                           jnp.asarray(coeffs))
     assert float(jnp.abs(back[:454] - coeffs).max()) < 1e-10
     assert float(jnp.abs(back[454:]).max()) < 1e-12
 
