@@ -9,8 +9,12 @@ References: M-OFDFT paper Eq. 1 (spec §4.1).
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from mofdft_jax.types import Array, Float, Scalar
 
@@ -22,8 +26,31 @@ def coulomb_matvec(coulomb, coeffs: Float[Array, "naux"]) -> Float[Array, "naux"
     return coulomb.matvec(coeffs)
 
 
+@jax.custom_jvp
+def _dense_hartree(coeffs, coulomb):
+    return 0.5 * jnp.dot(coeffs, coulomb @ coeffs)
+
+
+@functools.partial(_dense_hartree.defjvp, symbolic_zeros=True)
+def _dense_hartree_jvp(primals, tangents):
+    # W̃ is symmetric: dE_H = (W̃p)·dp (+ ½ pᵀ dW̃ p), so value and gradient share one matvec
+    # (plain autodiff would add a second, transposed matvec: ~2.5x slower per solver step)
+    coeffs, coulomb = primals
+    d_coeffs, d_coulomb = tangents
+    v = coulomb @ coeffs
+    tangent = jnp.zeros((), v.dtype)
+    if not isinstance(d_coeffs, SymbolicZero):
+        tangent = tangent + jnp.dot(v, d_coeffs)
+    if not isinstance(d_coulomb, SymbolicZero):
+        tangent = tangent + 0.5 * jnp.dot(coeffs, d_coulomb @ coeffs)
+    return 0.5 * jnp.dot(coeffs, v), tangent
+
+
 def hartree_energy(coeffs: Float[Array, "naux"], bundle) -> Scalar:
-    """E_H = ½ pᵀ W̃ p, Hartree (spec §4.1)."""
+    """E_H = ½ pᵀ W̃ p, Hartree (spec §4.1). For a dense W̃ the gradient W̃p reuses the matvec of
+    the value (custom JVP)."""
+    if isinstance(bundle.coulomb, (jnp.ndarray, np.ndarray)):
+        return _dense_hartree(coeffs, jnp.asarray(bundle.coulomb))
     return 0.5 * jnp.dot(coeffs, coulomb_matvec(bundle.coulomb, coeffs))
 
 
