@@ -77,12 +77,19 @@ def order_points_in_blocks(coords: np.ndarray, block_size: int) -> np.ndarray:
 
 
 def _shell_table(auxmol: gto.Mole):
-    """Per shell: atom, l, smallest exponent, |coefficient| sum, first function index, nfunc."""
+    """Per shell: atom, l, smallest exponent, radial prefactor, first function index, nfunc.
+
+    The bounds assume uncontracted shells (the even-tempered basis); for a contracted shell the
+    smallest exponent and the sum of |coefficients| give a looser bound.
+    """
     nbas = auxmol.nbas
     atom = np.array([auxmol.bas_atom(b) for b in range(nbas)])
     ang = np.array([auxmol.bas_angular(b) for b in range(nbas)])
     alpha = np.array([auxmol.bas_exp(b).min() for b in range(nbas)])
-    coef = np.array([np.abs(auxmol.bas_ctr_coeff(b)).sum() for b in range(nbas)])
+    # radial prefactor: |contraction coefficient| × gto_norm(l, α) (bas_ctr_coeff is unnormalised)
+    coef = np.array([np.abs(auxmol.bas_ctr_coeff(b)).sum()
+                     * gto.gto_norm(auxmol.bas_angular(b), auxmol.bas_exp(b).min())
+                     for b in range(nbas)])
     nfunc = np.array([(2 * auxmol.bas_angular(b) + 1) * auxmol.bas_nctr(b) for b in range(nbas)])
     offset = np.concatenate([[0], np.cumsum(nfunc)[:-1]])
     return atom, ang, alpha, coef, offset, nfunc
