@@ -56,9 +56,12 @@ def _register_commands() -> None:
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
+    from mofdft_jax.model.checkpoint import CheckpointError
+    from mofdft_jax.model.functional import UnseenElementError
     from mofdft_jax.molecules import InputError
 
-    return (InputError, FileNotFoundError, IsADirectoryError, PermissionError)
+    return (InputError, CheckpointError, UnseenElementError, FileNotFoundError, IsADirectoryError,
+            PermissionError)
 
 
 def _click_exit_code(exc: BaseException) -> int | None:
