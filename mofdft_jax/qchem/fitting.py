@@ -8,7 +8,10 @@ external-potential vector v and the exact external energy e = tr(Γ V_nuc):
     (p - p_C)ᵀ W̃ (p - p_C). Used by the paper for the MINAO / Hückel initial guesses (spec §4.3).
 ``"coulomb+ext"`` (default, the paper's label fit)
     the stacked over-determined system [W̃; vᵀ] p = [b; e] solved by least squares (Euclidean
-    residual), as the released code ``get_rho_coeff_jext_fit`` does (spec §1.5).
+    residual), as the released code ``get_rho_coeff_jext_fit`` does (spec §1.5). With
+    q = W̃(p - p_C) the residual is |q|² + (uᵀq - r)², u = W̃⁻¹v, r = e - vᵀp_C, minimised by
+    q = u r / (1 + uᵀu), i.e. p = p_C + W̃⁻¹u · r / (1 + uᵀu): two Cholesky solves with the
+    factor of the Coulomb fit (checked against a dense least-squares solver in the tests).
 ``"coulomb+ext-metric"``
     the minimiser of the objective the paper writes down, (p - p_C)ᵀ W̃ (p - p_C) + (vᵀp - e)², i.e.
     (W̃ + v vᵀ) p = b + v e. Caveat (spec §1.5, from STRUCTURES25): this is *not* what the stacked
@@ -65,8 +68,9 @@ def project_density_matrices(dms, mol: gto.Mole, auxmol: gto.Mole, *,
 class DensityFitter:
     """Fits density matrices of one molecule onto its density basis (spec §1.5).
 
-    Factorises the fit matrix once; :meth:`fit` then costs one blocked 3-centre contraction and a
-    triangular solve per call.
+    Factorises W̃ once (and W̃ + vvᵀ for the metric variant); :meth:`fit` then costs one blocked
+    3-centre contraction and triangular solves per call. ``fit(..., kind=...)`` fits with another
+    kind on the same factorisation.
 
     Args:
       mol, auxmol: orbital- and density-basis molecules.
@@ -84,13 +88,10 @@ class DensityFitter:
         v = np.asarray(compute_v_ext(mol, auxmol) if v_ext is None else v_ext, dtype=np.float64)
         self.v_ext = v
         self._vnuc = None
-        if kind == "coulomb":
-            self._cho = scipy.linalg.cho_factor(w2)
-        elif kind == "coulomb+ext-metric":
-            self._cho = scipy.linalg.cho_factor(w2 + np.outer(v, v))
-        else:
-            # QR of the stacked (naux+1, naux) matrix: the least-squares solution is R⁻¹ Qᵀ rhs
-            self._q, self._r = scipy.linalg.qr(np.vstack([w2, v[None, :]]), mode="economic")
+        self._w2 = w2
+        self._cho = scipy.linalg.cho_factor(w2)
+        self._u = scipy.linalg.cho_solve(self._cho, v)  # W̃⁻¹v
+        self._cho_metric = None
 
     @property
     def nuclear_matrix(self) -> np.ndarray:
@@ -99,30 +100,40 @@ class DensityFitter:
             self._vnuc = self.mol.intor_symmetric("int1e_nuc")
         return self._vnuc
 
-    def fit(self, dms, *, projections=None, external_energies=None) -> np.ndarray:
+    def fit(self, dms, *, projections=None, external_energies=None,
+            kind: str | None = None) -> np.ndarray:
         """``(ndm, naux)`` (or ``(naux,)``) coefficients of the density matrices ``dms``.
 
         Args:
           dms: ``(nao, nao)`` or ``(ndm, nao, nao)``.
           projections: optional precomputed b (:func:`project_density_matrices`).
           external_energies: optional precomputed e_k = tr(Γ_k V_nuc).
+          kind: fit kind for this call (default: the fitter's).
         """
+        kind = self.kind if kind is None else kind
+        if kind not in FIT_KINDS:
+            raise ValueError(f"unknown fit kind {kind!r}; choose one of {', '.join(FIT_KINDS)}")
         dms = np.asarray(dms, dtype=np.float64)
         single = dms.ndim == 2
         dms3 = dms.reshape(-1, *dms.shape[-2:])
         b = (project_density_matrices(dms3, self.mol, self.auxmol,
                                       max_memory_mb=self.max_memory_mb)
              if projections is None else np.asarray(projections).reshape(len(dms3), -1))
-        if self.kind == "coulomb":
-            p = scipy.linalg.cho_solve(self._cho, b.T).T
+        p_c = scipy.linalg.cho_solve(self._cho, b.T).T
+        if kind == "coulomb":
+            return p_c[0] if single else p_c
+        e = (np.einsum("kij,ji->k", dms3, self.nuclear_matrix) if external_energies is None
+             else np.asarray(external_energies).reshape(-1))
+        if kind == "coulomb+ext-metric":
+            if self._cho_metric is None:
+                self._cho_metric = scipy.linalg.cho_factor(self._w2 + np.outer(self.v_ext,
+                                                                               self.v_ext))
+            p = scipy.linalg.cho_solve(self._cho_metric, (b + e[:, None] * self.v_ext[None]).T).T
         else:
-            e = (np.einsum("kij,ji->k", dms3, self.nuclear_matrix) if external_energies is None
-                 else np.asarray(external_energies).reshape(-1))
-            if self.kind == "coulomb+ext-metric":
-                p = scipy.linalg.cho_solve(self._cho, (b + e[:, None] * self.v_ext[None]).T).T
-            else:
-                rhs = np.hstack([b, e[:, None]])
-                p = scipy.linalg.solve_triangular(self._r, self._q.T @ rhs.T).T
+            u = self._u
+            r = e - p_c @ self.v_ext
+            step = scipy.linalg.cho_solve(self._cho, u) / (1.0 + u @ u)
+            p = p_c + r[:, None] * step[None, :]
         return p[0] if single else p
 
 

@@ -76,10 +76,16 @@ def compute_hf_force_integrals(mol: gto.Mole, auxmol: gto.Mole,
 
 
 def compute_nuclear_forces(mol: gto.Mole) -> np.ndarray:
-    """``(natm, 3)`` nuclear-repulsion forces -∂E_nn/∂R_a (PySCF ``grad_nuc``), Ha/Bohr."""
-    from pyscf.grad import rhf as rhf_grad
+    """``(natm, 3)`` nuclear-repulsion forces -∂E_nn/∂R_a = Σ_b Z_a Z_b (R_a - R_b)/|R_a - R_b|³.
 
-    return -rhf_grad.grad_nuc(mol)
+    Ha/Bohr; equals PySCF's ``-grad_nuc(mol)`` (tested).
+    """
+    charges = mol.atom_charges().astype(np.float64)
+    coords = mol.atom_coords()
+    diff = coords[:, None, :] - coords[None, :, :]
+    dist = np.linalg.norm(diff, axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    return np.einsum("a,b,abx->ax", charges, charges, diff / dist[..., None] ** 3)
 
 
 def hf_forces(p, mol: gto.Mole, auxmol: gto.Mole, *, atoms_per_block: int = 16) -> np.ndarray:

@@ -151,11 +151,14 @@ def evaluate_grid_terms(coeffs: np.ndarray, auxmol, grids, *, xc: str = "pbe",
     for ao, _, weight, _ in ni.block_loop(auxmol, grids, naux, deriv=1,
                                           max_memory=max_memory_mb, non0tab=non0tab):
         ngrid = ao.shape[1]
-        dens = (ao @ coeffs.T).transpose(0, 2, 1)  # (4, n, ngrid): ρ, ∂xρ, ∂yρ, ∂zρ
+        # PySCF's eval_ao returns (4, ngrid, naux) views of (4, naux, ngrid) C-ordered memory:
+        # work with that layout so every product below is a BLAS call without copies
+        ao_t = ao.transpose(0, 2, 1)
+        dens = coeffs @ ao_t  # (4, n, ngrid): ρ, ∂xρ, ∂yρ, ∂zρ
         sigma = np.einsum("xkg,xkg->kg", dens[1:], dens[1:])
-        # per functional: coefficients of ω (c0) and of ∂xω, ∂yω, ∂zω (c1) at every point
-        c0 = {key: np.zeros((n, ngrid)) for key in values}
-        c1 = {key: np.zeros((3, n, ngrid)) for key in values}
+        # per functional and row: coefficients of ω, ∂xω, ∂yω, ∂zω at every point, so that the
+        # gradient is Σ_x (nkeys·n, ngrid) @ (ngrid, naux)
+        coef = np.zeros((4, len(values) * n, ngrid))
         for r0 in range(0, n, ROW_CHUNK):
             r1 = min(r0 + ROW_CHUNK, n)
             for g0 in range(0, ngrid, POINT_CHUNK):
@@ -166,15 +169,15 @@ def evaluate_grid_terms(coeffs: np.ndarray, auxmol, grids, *, xc: str = "pbe",
                 sig_c[:r1 - r0, :g1 - g0] = sigma[r0:r1, g0:g1]
                 out = point_fn(rho_c, sig_c)
                 w = weight[g0:g1]
-                for key, (e, v_rho, v_sigma) in out.items():
-                    values[key][r0:r1] += np.asarray(e)[:r1 - r0, :g1 - g0] @ w
-                    c0[key][r0:r1, g0:g1] = w * np.asarray(v_rho)[:r1 - r0, :g1 - g0]
-                    c1[key][:, r0:r1, g0:g1] = (2.0 * w * np.asarray(v_sigma)[:r1 - r0, :g1 - g0]
-                                                * dens[1:, r0:r1, g0:g1])
-        for key in values:
-            grads[key] += c0[key] @ ao[0]
-            for x in range(3):
-                grads[key] += c1[key][x] @ ao[1 + x]
+                for i, key in enumerate(values):
+                    e, v_rho, v_sigma = (np.asarray(x)[:r1 - r0, :g1 - g0] for x in out[key])
+                    values[key][r0:r1] += e @ w
+                    rows = slice(i * n + r0, i * n + r1)
+                    coef[0, rows, g0:g1] = w * v_rho
+                    coef[1:, rows, g0:g1] = (2.0 * w * v_sigma) * dens[1:, r0:r1, g0:g1]
+        block_grads = sum(coef[x] @ ao[x] for x in range(4))  # ao[x] = ao_t[x].T, no copy
+        for i, key in enumerate(values):
+            grads[key] += block_grads[i * n:(i + 1) * n]
     return values, grads
 
 
@@ -277,9 +280,7 @@ def labels_from_run(run) -> MoleculeLabels:
     nsteps = run.dms.shape[0]
     coeffs = fitter.fit(run.dms, projections=proj[:nsteps],
                         external_energies=run.energies["external"])
-    coulomb_fitter = (fitter if settings.fit == "coulomb"
-                      else DensityFitter(mol, auxmol, "coulomb", coulomb=w2, v_ext=v_ext))
-    init_coeffs = {k: coulomb_fitter.fit(init_dms[k], projections=proj[nsteps + i])
+    init_coeffs = {k: fitter.fit(init_dms[k], projections=proj[nsteps + i], kind="coulomb")
                    for i, k in enumerate(init_keys)}
 
     # the KS grid itself, so E_XC(C^(k)) and E_XC(p^(k)) are integrated on the same points

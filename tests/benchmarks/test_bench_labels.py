@@ -1,0 +1,66 @@
+"""Benchmark: label generation for ethanol costs at most 1.3× a plain PySCF SCF (issue 4).
+
+Both run with the paper's settings (PBE/6-31G(2df,p), grid level 2, 1 meV, DIIS, MINAO), in the
+same process, interleaved round by round so that machine load affects both alike; the ratio of the
+medians is asserted. One warm-up labelling of another ethanol conformer comes first: the point-wise
+JAX energy densities are compiled once per process (fixed shapes, whatever the molecule), which a
+dataset run pays once, not per molecule.
+
+Run: ``pytest -m benchmark tests/benchmarks/test_bench_labels.py``.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from mofdft_jax.molecules import Molecule
+from mofdft_jax.qchem.basis import make_mol
+from mofdft_jax.qchem.ksdft import make_ks
+from mofdft_jax.qchem.labels import compute_labels
+from mofdft_jax.qchem.settings import PAPER_SETTINGS
+
+ETHANOL = Molecule.from_angstrom(
+    [6, 6, 8, 1, 1, 1, 1, 1, 1],
+    [[0.9011, -0.075, 0.0144], [-0.5844, -0.3678, 0.0562], [-1.3058, 0.8221, 0.3398],
+     [1.2367, 0.3507, 0.9658], [1.1285, 0.6626, -0.7623], [1.4724, -0.9854, -0.1868],
+     [-0.8088, -1.0977, 0.8394], [-0.9322, -0.7699, -0.9002], [-1.1074, 1.4606, -0.3663]],
+    name="ethanol")
+ROUNDS = 3
+MAX_RATIO = 1.3
+
+
+def plain_scf(molecule, settings):
+    """The reference: PySCF RKS with the same settings, from building the molecule to convergence."""
+    mf = make_ks(make_mol(molecule, settings.basis, max_memory_mb=settings.max_memory_mb),
+                 settings)
+    mf.kernel()
+    return mf
+
+
+@pytest.mark.benchmark
+def test_label_generation_vs_plain_scf(benchmark):
+    settings = PAPER_SETTINGS
+    warm = ETHANOL.with_coords(ETHANOL.coords_bohr + 0.02 * np.sin(np.arange(27)).reshape(9, 3))
+    t0 = time.perf_counter()
+    compute_labels(warm, settings)
+    cold_s = time.perf_counter() - t0
+
+    scf_s, label_s = [], []
+
+    def one_round():
+        t = time.perf_counter()
+        mf = plain_scf(ETHANOL, settings)
+        scf_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        labels = compute_labels(ETHANOL, settings)
+        label_s.append(time.perf_counter() - t)
+        assert labels.converged and abs(labels.ks_energy["e_tot"] - mf.e_tot) < 1e-8
+
+    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    ratio = float(np.median(label_s) / np.median(scf_s))
+    benchmark.extra_info.update({"scf_s": scf_s, "labels_s": label_s, "ratio": ratio,
+                                 "first_labels_s_with_compile": cold_s})
+    print(f"\nplain SCF {np.median(scf_s):.2f} s, labels {np.median(label_s):.2f} s, "
+          f"ratio {ratio:.3f} (first labelling incl. compile {cold_s:.2f} s)")
+    assert ratio <= MAX_RATIO
