@@ -51,6 +51,8 @@ def hartree_energy(coeffs: Float[Array, "naux"], bundle) -> Scalar:
     the value (custom JVP)."""
     if isinstance(bundle.coulomb, (jnp.ndarray, np.ndarray)):
         return _dense_hartree(coeffs, jnp.asarray(bundle.coulomb))
+    if hasattr(bundle.coulomb, "hartree_energy"):  # compressed operator (coulomb_fmm): one W̃p
+        return bundle.coulomb.hartree_energy(coeffs)
     return 0.5 * jnp.dot(coeffs, coulomb_matvec(bundle.coulomb, coeffs))
 
 
