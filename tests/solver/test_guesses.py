@@ -87,7 +87,7 @@ def test_fastminao_close_to_molecular_minao(methanol):
 def test_unknown_guess_and_registration(water):
     mol, auxmol = water
     with pytest.raises(ValueError, match="unknown initial guess"):
-        guesses.initial_guess("projminao", mol, auxmol)
+        guesses.initial_guess("superposition-of-fragments", mol, auxmol)
 
     def doubled(mol, auxmol, **_):
         g = guesses.minao_guess(mol, auxmol)

@@ -88,7 +88,7 @@ def test_zero_steps_at_ks_density_reproduces_ks_terms(water_xyz, capsys):
 def test_bad_options_and_input(water_xyz, tmp_path, capsys):
     assert main(["solve", str(water_xyz), "--functional", "tf+2vw"]) == 2
     assert "tf+2vw" in capsys.readouterr().err
-    assert main(["solve", str(water_xyz), "--init", "projminao"]) == 2
+    assert main(["solve", str(water_xyz), "--init", "sad"]) == 2
     assert main(["solve", str(tmp_path / "missing.xyz")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "missing.xyz" in err
