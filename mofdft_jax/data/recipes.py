@@ -52,7 +52,11 @@ _TOP_KEYS = {"name", "description", "card", "default_preset", "source", "labels"
 
 
 def datasets_dir() -> Path:
-    """The repository's ``datasets/`` directory (recipes, SMILES lists, dataset cards)."""
+    """The directory of the shipped recipes: ``$MOFDFT_DATASETS`` if set, else the repository's
+    ``datasets/`` (recipes, SMILES lists, dataset cards)."""
+    override = os.environ.get("MOFDFT_DATASETS")
+    if override:
+        return Path(override).expanduser()
     return Path(__file__).resolve().parents[2] / "datasets"
 
 

@@ -92,11 +92,26 @@ def load_source(params: dict, *, base_dir: Path, recipe_path: Path | None = None
                          ) from None
     if not out:
         raise InputError(f"{where}: [source] produced no molecules")
-    names = [m.name for m, _ in out]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise InputError(f"{where}: molecule name {dup!r} appears twice; names must be unique")
+    seen_names: set[str] = set()
+    seen_geometries: dict[str, str] = {}
+    for mol, _ in out:
+        if mol.name in seen_names:
+            raise InputError(f"{where}: molecule name {mol.name!r} appears twice; names must be "
+                             "unique")
+        seen_names.add(mol.name)
+        key = geometry_key(mol)
+        if key in seen_geometries:
+            raise InputError(f"{where}: molecules {seen_geometries[key]!r} and {mol.name!r} have "
+                             "identical geometries (duplicate labels)")
+        seen_geometries[key] = mol.name
     return out
+
+
+def geometry_key(mol: Molecule) -> str:
+    """Hash of elements, coordinates, charge and spin (duplicate detection)."""
+    from mofdft_jax.data.shards import geometry_sha256
+
+    return geometry_sha256(mol)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -436,18 +451,22 @@ def _qmugs(params: dict, base_dir: Path) -> list[tuple[Molecule, dict]]:
 
 @register_source("chignolin_fragments")
 def _chignolin_fragments(params: dict, base_dir: Path) -> list[tuple[Molecule, dict]]:
-    """Contiguous chignolin fragments (spec §1.2: 2-5 residues, H-capped), several conformers each.
+    """Contiguous chignolin fragments (spec §1.2: 2-5 residues, H-capped), several structures each.
 
     Parameters: ``lengths`` (default [2, 3, 4, 5]), ``termini`` ("hcap" as the paper, "capped",
-    "neutral"), ``conformers`` per fragment (ETKDG seeds ``seed`` … ``seed+conformers-1``),
-    ``max_atoms`` (drop fragments KS cannot label on this machine), ``unique`` (default true:
-    a repeated sequence is built once).
+    "neutral"), ``conformers`` per fragment: the ETKDG + MMFF minimum (conformer 0) and
+    ``conformers - 1`` thermal structures around it at ``temperature_k`` (default 340 K, the
+    temperature of the chignolin simulations; ``molecules.sample_thermal_conformers``), ``max_atoms``
+    (drop fragments KS cannot label on this machine), ``unique`` (default true: a repeated sequence
+    is built once), ``seed``.
     """
+    from mofdft_jax.molecules import sample_thermal_conformers
     from mofdft_jax.molecules.peptides import CHIGNOLIN_SEQUENCE, peptide_molecule
 
     lengths = [int(n) for n in params.get("lengths", [2, 3, 4, 5])]
     termini = str(params.get("termini", "hcap"))
     n_conf = int(params.get("conformers", 1))
+    temperature = float(params.get("temperature_k", 340.0))
     seed = int(params.get("seed", 0))
     max_atoms = params.get("max_atoms")
     unique = bool(params.get("unique", True))
@@ -458,14 +477,19 @@ def _chignolin_fragments(params: dict, base_dir: Path) -> list[tuple[Molecule, d
             if unique and seq in seen:
                 continue
             seen.add(seq)
-            for c in range(n_conf):
-                mol = peptide_molecule(seq, termini=termini, seed=seed + c,
-                                       name=f"chignolin-f{start}-{seq}-c{c}")
-                if max_atoms is not None and mol.natm > int(max_atoms):
-                    break
-                out.append((mol, {"source_id": f"chignolin[{start}:{start + length}]",
-                                  "fragment": seq, "length": length, "conformer_id": c,
-                                  "termini": termini}))
+            base = peptide_molecule(seq, termini=termini, seed=seed)
+            if max_atoms is not None and base.natm > int(max_atoms):
+                continue
+            structures = [base]
+            if n_conf > 1:
+                structures += sample_thermal_conformers(base, n_conf - 1, temperature_k=temperature,
+                                                        seed=seed + start, optimize=False)
+            for c, mol in enumerate(structures):
+                out.append((Molecule(mol.numbers, mol.coords_bohr, mol.charge, mol.spin,
+                                     f"chignolin-f{start}-{seq}-c{c}"),
+                            {"source_id": f"chignolin[{start}:{start + length}]", "fragment": seq,
+                             "length": length, "conformer_id": c, "termini": termini,
+                             "temperature_k": 0.0 if c == 0 else temperature}))
     return out
 
 

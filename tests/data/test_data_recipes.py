@@ -238,3 +238,20 @@ def test_inline_and_xyz_sources(tmp_path):
                                            {"name": "a", "xyz": "H 0 0 0\nH 0 0 0.75"}]}
     with pytest.raises(InputError, match="molecule name 'a' appears twice"):
         sources.load_source(dup, base_dir=Path("."))
+    same = {"kind": "inline", "molecules": [{"name": "a", "xyz": "H 0 0 0\nH 0 0 0.74"},
+                                            {"name": "b", "xyz": "H 0 0 0\nH 0 0 0.74"}]}
+    with pytest.raises(InputError, match="molecules 'a' and 'b' have identical geometries"):
+        sources.load_source(same, base_dir=Path("."))
+
+
+def test_chignolin_fragment_structures_are_distinct_and_capped():
+    tasks = recipe_tasks(load_recipe("chignolin_fragments", "quick"))
+    assert [t.meta["fragment"] for t in tasks[::2]] == ["D", "P", "E", "T", "G"]
+    for minimum, thermal in zip(tasks[::2], tasks[1::2]):
+        assert (minimum.meta["conformer_id"], thermal.meta["conformer_id"]) == (0, 1)
+        np.testing.assert_array_equal(minimum.molecule.numbers, thermal.molecule.numbers)
+        d0, d1 = (np.linalg.norm(x[:, None] - x[None], axis=-1)
+                  for x in (minimum.molecule.coords_bohr, thermal.molecule.coords_bohr))
+        assert 0.01 < np.sqrt(np.mean((d1 - d0) ** 2)) < 1.0  # a thermal distortion, not a copy
+    gly = tasks[-1].molecule  # H-capped glycine residue: H2N-CH2-CHO
+    assert gly.formula == "C2H5NO" and gly.natm == 9
