@@ -108,8 +108,9 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
                          "molecule(s)")
     molecule = molecules[index]
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), console=console, transient=True)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                        transient=True)
     with progress:
         setup = progress.add_task(f"{molecule.name}: integrals", total=None, info="")
         mol = make_mol(molecule, basis)

@@ -34,7 +34,9 @@ def write_density_cube(path, coeffs, mol: gto.Mole, auxmol: gto.Mole, *, nx: int
                        ny: int = 80, nz: int = 80, resolution: float | None = None,
                        margin: float = cubegen.BOX_MARGIN, comment: str | None = None,
                        block: int = DEFAULT_BLOCK) -> np.ndarray:
-    """Write ρ_p as a Gaussian cube file (PySCF ``cubegen`` grid); returns the ``(nx, ny, nz)`` field.
+    """Write ρ_p as a Gaussian cube file (PySCF ``cubegen`` grid); returns the field.
+
+    The returned array has shape ``(nx, ny, nz)`` (e/Bohr³), as written.
 
     Args:
       path: output file.

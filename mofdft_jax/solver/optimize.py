@@ -76,7 +76,8 @@ RULES = ("iid", "ood")
 # projection onto the electron-number plane
 # ---------------------------------------------------------------------------------------------
 
-def project_gradient(grad: Float[Array, "naux"], norm: Float[Array, "naux"]) -> Float[Array, "naux"]:
+def project_gradient(grad: Float[Array, "naux"],
+                     norm: Float[Array, "naux"]) -> Float[Array, "naux"]:
     """P g = g − w (wᵀg)/(wᵀw): the gradient component that keeps wᵀp fixed (spec §4.2)."""
     return grad - norm * (jnp.dot(norm, grad) / jnp.dot(norm, norm))
 
@@ -497,8 +498,8 @@ def _make_result(final: _Carry, rec: dict, *, steps: int, lr: float, gtol: float
         what = ("the energy or its gradient became non-finite"
                 if int(final.diverged_reason) == 1 else
                 "the energy rose far above its initial value")
-        message = (f"diverged: {what} at step {diverged_step} (E = {float(final.diverged_energy):.6g}"
-                   f" Ha, last finite E = {energy[-1]:.10g} Ha at step {n_valid - 1}); "
+        message = (f"diverged: {what} at step {diverged_step} "
+                   f"(E = {float(final.diverged_energy):.6g} Ha, last finite E = {energy[-1]:.10g} Ha at step {n_valid - 1}); "
                    f"reduce the step size (lr = {lr:g})")
     elif conv >= 0:
         status = STATUS_CONVERGED
