@@ -25,7 +25,6 @@ ARG BASE_IMAGE=debian:bookworm-20260918-slim@sha256:3783cc01769c7b2b1b83a5c5ad96
 # deps stage: a virtual environment filled from the hash lock only. Discarded (the runtime stage
 # copies /opt/venv out of it), so the optional build-time CA bundle never reaches the image.
 FROM ${BASE_IMAGE} AS deps
-ARG VARIANT=cpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -37,6 +36,8 @@ RUN apt-get update \
 # requirements/<variant>.txt: `uv pip compile --generate-hashes` locks (every file hash-checked).
 # .docker-build/build-ca.pem (optional, never committed): the CA bundle of a TLS-intercepting egress,
 # copied in by scripts/container_check.sh; the wildcard lets the build go on when it is absent.
+# (ARG VARIANT only from here on, so that both variants share the layers above)
+ARG VARIANT=cpu
 COPY requirements/ .docker-build/build-ca.pe[m] /tmp/build-input/
 # setuptools first (hash-checked, from the lock), so that the one sdist in the lock (pdbfixer) is
 # built by it (PEP 517, no isolated build environment), i.e. without unpinned downloads.
@@ -62,17 +63,17 @@ RUN /opt/venv/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist
 # ---------------------------------------------------------------------------------------------
 # runtime stage: Python, the virtual environment, a non-root user.
 FROM ${BASE_IMAGE} AS runtime
-ARG VARIANT=cpu
 ARG MOFDFT_UID=1000
-LABEL org.opencontainers.image.title="mofdft_jax" \
-      org.opencontainers.image.description="M-OFDFT (Zhang et al., Nat. Comput. Sci. 4, 210 (2024)) in JAX: the mofdft command" \
-      org.opencontainers.image.licenses="MIT" \
-      io.mofdft.variant="${VARIANT}"
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3=3.11.2-1+b1 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid "${MOFDFT_UID}" --user-group --shell /bin/bash mofdft \
     && install -d -o mofdft -g mofdft /home/mofdft/results
+ARG VARIANT=cpu
+LABEL org.opencontainers.image.title="mofdft_jax" \
+      org.opencontainers.image.description="M-OFDFT (Zhang et al., Nat. Comput. Sci. 4, 210 (2024)) in JAX: the mofdft command" \
+      org.opencontainers.image.licenses="MIT" \
+      io.mofdft.variant="${VARIANT}"
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=build /tmp/dist/ /tmp/dist/
 # the package itself (no dependencies, no index), then check that the lock is complete

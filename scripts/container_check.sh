@@ -169,8 +169,24 @@ apt_install() {
 
 # ==== 1. docker engine =============================================================================
 step "docker engine"
-docker_up() { docker info >/dev/null 2>&1; }
-if command -v docker >/dev/null && docker_up; then
+docker_up() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
+start_dockerd() {
+    log "starting dockerd (log: $WORK/dockerd.log)"
+    dockerd >"$WORK/dockerd.log" 2>&1 &
+    DOCKERD_PID=$!
+    for _ in $(seq 1 120); do
+        docker_up && break
+        if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            tail -n 20 "$WORK/dockerd.log" >&2
+            DOCKERD_PID=""
+            die "dockerd exited during start-up"
+        fi
+        sleep 0.5
+    done
+    docker_up || { tail -n 20 "$WORK/dockerd.log" >&2; die "dockerd did not answer within 60 s"; }
+    log "dockerd $(docker version -f '{{.Server.Version}}') started (pid $DOCKERD_PID)"
+}
+if docker_up; then
     log "using the running docker engine ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
 else
     [ "$IS_ROOT" = 1 ] || die "no docker engine reachable, and starting one needs root"
@@ -178,16 +194,11 @@ else
         apt_install docker.io
     fi
     command -v dockerd >/dev/null || die "dockerd still missing after installing docker.io"
-    log "starting dockerd (log: $WORK/dockerd.log)"
-    dockerd >"$WORK/dockerd.log" 2>&1 &
-    DOCKERD_PID=$!
-    for _ in $(seq 1 120); do
-        docker_up && break
-        kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -n 20 "$WORK/dockerd.log" >&2; DOCKERD_PID=""; die "dockerd exited during start-up"; }
-        sleep 0.5
-    done
-    docker_up || { tail -n 20 "$WORK/dockerd.log" >&2; die "dockerd did not answer within 60 s"; }
-    log "dockerd $(docker version -f '{{.Server.Version}}') started (pid $DOCKERD_PID)"
+    if docker_up; then
+        log "using the running docker engine (reachable once the client was installed)"
+    else
+        start_dockerd
+    fi
 fi
 
 # ==== 2. base image ================================================================================
@@ -273,7 +284,7 @@ if [ -n "$CA_SRC" ] && [ "$CA_SRC" != none ]; then
     mkdir -p "$ROOT/.docker-build"
     CA_COPY="$ROOT/.docker-build/build-ca.pem"
     cp "$CA_SRC" "$CA_COPY"
-    log "build-time CA bundle: $CA_SRC (build stage only, deleted after the build)"
+    log "build-time CA bundle: $CA_SRC (deps stage only, deleted after the build)"
 fi
 BUILD_FLAGS=(--build-arg "VARIANT=$VARIANT" --build-arg "BASE_IMAGE=$BASE" -t "$TAG")
 [ "$NO_CACHE" = 1 ] && BUILD_FLAGS+=(--no-cache)
@@ -281,7 +292,9 @@ log "DOCKER_BUILDKIT=0 docker build ${BUILD_FLAGS[*]} $ROOT (log: $WORK/build-$V
 stamp_steps() {  # prefix the builder's "Step i/n" lines with the time, to see where it goes
     local line
     while IFS= read -r line; do
-        case "$line" in Step\ *|Successfully\ built*) line="[$(date +%H:%M:%S)] $line" ;; esac
+        if [[ "$line" =~ ^(Step\ [0-9]+/[0-9]+\ :|Successfully\ built\ [0-9a-f]{12}$) ]]; then
+            line="[$(date +%H:%M:%S)] $line"
+        fi
         printf '%s\n' "$line"
     done
 }
