@@ -213,6 +213,7 @@ def run_ks(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
                          "are not supported by the restricted KS labels")
     mf = make_ks(mol, settings)
     mf.verbose = verbose
+    mf.chkfile = None  # every step is recorded in memory; no per-cycle HDF5 checkpoint
     if abs(getattr(mf, "level_shift", 0)) > 1e-12 or abs(getattr(mf, "damp", 0)) > 1e-12:
         raise ValueError("level shift and damping must be 0: the gradient labels assume the "
                          "diagonalised Fock is the DIIS combination of earlier Fock matrices")

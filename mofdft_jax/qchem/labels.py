@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 
 import numpy as np
 
@@ -192,6 +193,40 @@ def evaluate_grid_terms(coeffs: np.ndarray, auxmol, grids, *, xc: str = "pbe",
     return values, grads
 
 
+_ATOMIC_HF_CACHE: dict = {}
+_ATOMIC_HF_LOCK = threading.Lock()
+
+
+def huckel_density_matrix(mol) -> np.ndarray:
+    """PySCF's extended-Hückel initial-guess density matrix (``init_guess_by_huckel``).
+
+    PySCF runs a spherically averaged atomic HF calculation per element on every call
+    (``atom_hf.get_atm_nrhf``); here its results are cached per (element, orbital basis), so a
+    dataset of molecules of the same elements pays for them once. The density matrix is identical.
+    """
+    from pyscf.scf import atom_hf, hf
+
+    def key(m, element):
+        return (element, repr(m._basis.get(element)), repr(m._pseudo.get(element)), bool(m.cart))
+
+    def cached_get_atm_nrhf(m, *args, **kwargs):
+        elements = {a[0] for a in m._atom}
+        if all(key(m, el) in _ATOMIC_HF_CACHE for el in elements):
+            return {el: _ATOMIC_HF_CACHE[key(m, el)] for el in elements}
+        out = original(m, *args, **kwargs)
+        for el, value in out.items():
+            _ATOMIC_HF_CACHE[key(m, el)] = value
+        return out
+
+    with _ATOMIC_HF_LOCK:
+        original = atom_hf.get_atm_nrhf
+        atom_hf.get_atm_nrhf = cached_get_atm_nrhf
+        try:
+            return hf.init_guess_by_huckel(mol)
+        finally:
+            atom_hf.get_atm_nrhf = original
+
+
 def compute_step_labels(run, auxmol, coeffs: np.ndarray, coulomb: np.ndarray, v_ext: np.ndarray,
                         grids) -> dict:
     """Value and gradient labels of every SCF step from a recorded KS run (spec §1.6–§1.7).
@@ -283,8 +318,10 @@ def labels_from_run(run) -> MoleculeLabels:
     fitter = DensityFitter(mol, auxmol, settings.fit, coulomb=w2, v_ext=v_ext)
     init_keys = ("minao", "huckel")
     # the SCF's own initial guess is step 0; the other one is built here (PySCF get_init_guess)
-    init_dms = {k: run.dms[0] if k == settings.init_guess.lower()
-                else to_numpy(run.mf.get_init_guess(mol, k)) for k in init_keys}
+    init_dms = {"minao": run.dms[0] if settings.init_guess.lower() == "minao"
+                else to_numpy(run.mf.get_init_guess(mol, "minao")),
+                "huckel": run.dms[0] if settings.init_guess.lower() == "huckel"
+                else huckel_density_matrix(mol)}
     # one blocked 3-centre pass for every density matrix (SCF steps and initial guesses)
     all_dms = np.concatenate([run.dms, np.stack([init_dms[k] for k in init_keys])])
     proj = project_density_matrices(all_dms, mol, auxmol)
@@ -328,4 +365,5 @@ def labels_from_run(run) -> MoleculeLabels:
 
 __all__ = ["ENERGY_KEYS", "LABEL_PRESETS", "PAPER_CONV_TOL", "PAPER_SETTINGS", "QUICK_SETTINGS",
            "TARGETS", "TEST_SETTINGS", "LabelSettings", "MoleculeLabels", "compute_labels",
-           "compute_step_labels", "evaluate_grid_terms", "labels_from_run"]
+           "compute_step_labels", "evaluate_grid_terms", "huckel_density_matrix",
+           "labels_from_run"]

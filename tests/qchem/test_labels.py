@@ -170,3 +170,14 @@ def test_reference_density_forces_and_initial_guesses(water):
         assert abs(norm @ p - mol.nelectron) < 2e-2, key
     np.testing.assert_allclose(labels.init_coeffs["minao"],
                                fit_density(run.dms[0], mol, auxmol, "coulomb"), atol=1e-9)
+
+
+def test_cached_huckel_guess_equals_pyscf(water):
+    from pyscf import scf
+
+    from mofdft_jax.qchem.labels import huckel_density_matrix
+
+    mol = water[0].mol
+    ref = scf.hf.init_guess_by_huckel(mol)
+    np.testing.assert_allclose(huckel_density_matrix(mol), ref, atol=1e-12)
+    np.testing.assert_allclose(huckel_density_matrix(mol), ref, atol=1e-12)  # from the cache
