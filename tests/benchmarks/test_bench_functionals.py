@@ -22,12 +22,15 @@ screened / 138 ms dense = 0.85 / 0.74 × the CPU time of two jitted sums over ``
 memory-bandwidth bound (``ao`` is read once for ρ, ∇ρ and once for the gradient; pointwise APBE+PBE
 with its derivatives is ≈ 15 ms CPU of it). At the unloaded bandwidth of this machine (≈ 33 GB/s,
 environment_notes §4) that is ≈ 45-50 ms per step, i.e. ≈ 50 s per 1000 steps: the 12 ms goal
-needs ≤ ≈ 0.2 GB streamed per step. Tried and measured (same conditions): per-block
-``lax.scan``/``lax.map`` (1.7-2.5× slower), a scan with the gradient fused per block in cache
-(custom_vjp, 1.7× slower: XLA:CPU's small per-block dots are single-threaded), a factored
+needs ≤ ≈ 0.2 GB streamed per step. Tried and measured (same conditions, CPU time): a
+``lax.scan`` over blocks with the gradient fused per block while it is in cache (custom_vjp; 1.7×
+slower screened, 2.3× dense: XLA:CPU runs the small per-block dots single-threaded), ``lax.map``
+over chunks of 4-16 blocks (7-14× slower: slice copies), a factored
 values + lowered-angular-momentum layout (2.7× fewer bytes, but no faster: it needs small GEMMs with
 5 columns, which XLA:CPU runs at a fraction of bandwidth), float32 storage of ``ao`` (6× slower
-mixed-precision dots, and 1.4e-6 Ha error), block sizes 32-512 (128 best).
+mixed-precision dots, and 1.4e-6 Ha error), block sizes 32-512 (128 best). Padding every block to the
+largest nsig costs 36 % here (mean significant 221 vs padded 345); a ragged/bucketed layout would
+recover that, at a change of the GridBundle contract.
 
 Run: ``pytest -m benchmark -s tests/benchmarks/test_bench_functionals.py``.
 """
