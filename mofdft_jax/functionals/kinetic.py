@@ -5,7 +5,8 @@ Pointwise kinetic energy densities per volume t(ρ, σ), σ = |∇ρ|²:
 * Thomas–Fermi: t_TF = c_TF ρ^{5/3}, c_TF = (3/10)(3π²)^{2/3} (libxc ``LDA_K_TF``);
 * von Weizsäcker: t_vW = σ / (8ρ) (libxc ``GGA_K_VW``);
 * TF + λ vW: λ = 1/9 is the code's ``TFVW``, λ = 1 its ``TFVW1.1`` (naming trap, spec §6.4);
-* APBE: t_TF F(s), F(s) = 1 + κ - κ/(1 + μ s²/κ), κ = 0.804, μ = 0.23889, s² = σ/(4(3π²)^{2/3}ρ^{8/3})
+* APBE: t_TF F(s), F(s) = 1 + κ - κ/(1 + μ s²/κ), κ = 0.804, μ = 0.23889,
+  s² = σ/(4(3π²)^{2/3}ρ^{8/3})
   (Constantin et al. PRL 106, 186406 (2011); libxc ``GGA_K_APBE``).
 
 Terms ``term(coeffs, bundle) -> Hartree`` integrate the masked densities on the bundle's grid

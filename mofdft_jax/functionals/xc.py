@@ -141,7 +141,8 @@ def pbe_energy_density(rho: Array, sigma: Array) -> Array:
 
 #: Pointwise XC energy densities e(ρ, σ) per volume, by name.
 XC_ENERGY_DENSITIES = {"lda": lda_energy_density, "pbe": pbe_energy_density}
-#: Masked e(ρ, σ) used on the grid: points with ρ < 1e-14 (and for PBE σ < 1e-14) give 0 (spec §4.1).
+#: Masked e(ρ, σ) used on the grid: points with ρ < 1e-14 (and for PBE σ < 1e-14) give 0
+#: (spec §4.1).
 MASKED_XC_ENERGY_DENSITIES = {
     "lda": masked_energy_density(lda_energy_density, uses_sigma=False),
     "pbe": masked_energy_density(pbe_energy_density, uses_sigma=True),

@@ -6,9 +6,9 @@ PySCF defaults) into a :class:`~mofdft_jax.bundle.GridBundle`:
 1. points are ordered by recursive coordinate bisection into spatially compact blocks of
    ``block_size`` points (the last block padded with zero-weight points);
 2. for each block only the density-basis functions that are non-negligible there are kept: a cheap
-   per-shell radial upper bound (distance from the block to the shell's atom) pre-screens shells, the
-   survivors are evaluated with ``auxmol.eval_gto('GTOval_sph_deriv1', coords)`` on the block, and a
-   function is kept when max |value| or max |gradient component| over the block exceeds
+   per-shell radial upper bound (distance from the block to the shell's atom) pre-screens shells,
+   the survivors are evaluated with ``auxmol.eval_gto('GTOval_sph_deriv1', coords)`` on the block,
+   and a function is kept when max |value| or max |gradient component| over the block exceeds
    ``screen_threshold``;
 3. blocks are padded to a common ``nsig`` with zero columns and index 0.
 
@@ -128,7 +128,7 @@ def _radial_max_beyond(n: np.ndarray, alpha: np.ndarray, d: np.ndarray) -> np.nd
 
 
 def _shell_bounds(dist: np.ndarray, ang, alpha, coef, kappa) -> np.ndarray:
-    """Upper bound of |ω| and |∇ω| of every shell beyond distance ``dist`` (per shell) from its atom.
+    """Upper bound of |ω| and |∇ω| of every shell beyond ``dist`` (per shell) from its atom.
 
     |∇(S_l e^{-αr²})| ≤ (|∇S_l| + 2αr|S_l|) e^{-αr²} with |∇S_l| ≤ (2l+1) κ_l r^{l-1}.
     """

@@ -1,4 +1,4 @@
-"""Benchmark: one energy + gradient of APBE kinetic + PBE XC for ethanol on a level-2 grid (issue 5).
+"""Benchmark: energy + gradient of APBE kinetic + PBE XC for ethanol on a level-2 grid (issue 5).
 
 Ethanol with the paper's density basis (6-31G(2df,p) → 454 even-tempered functions) on the PySCF
 level-2 grid (≈ 66k points). Measured, in the same process:
@@ -8,9 +8,9 @@ level-2 grid (≈ 66k points). Measured, in the same process:
   wall time and as process CPU time (less sensitive to other jobs on a shared machine);
 * two fixed references, interleaved round by round with the energy evaluations so that machine load
   hits all alike: a 1024×1024 float64 matmul (compute) and a jitted sum over a 256 MiB float64 array
-  (memory bandwidth, the same XLA runtime and threads as the energy). The energy streams the ``ao`` array once and its gradient once more, so the
-  floor is ``2 · ao.nbytes / bandwidth``; the report gives times, ratios to both references, and
-  the ratio to that floor.
+  (memory bandwidth, the same XLA runtime and threads as the energy). The energy streams the
+  ``ao`` array once and its gradient once more, so the floor is ``2 · ao.nbytes / bandwidth``; the
+  report gives times, ratios to both references, and the ratio to that floor.
 
 Goal (issue 5): 1000 solver steps ≤ 15 s on 2 cores ⇒ one energy+gradient ≲ 12 ms. The assertion is
 a regression guard on the ratio to the bandwidth reference (see MAX_RATIO_TO_STREAM).
@@ -28,8 +28,8 @@ slower screened, 2.3× dense: XLA:CPU runs the small per-block dots single-threa
 over chunks of 4-16 blocks (7-14× slower: slice copies), a factored
 values + lowered-angular-momentum layout (2.7× fewer bytes, but no faster: it needs small GEMMs with
 5 columns, which XLA:CPU runs at a fraction of bandwidth), float32 storage of ``ao`` (6× slower
-mixed-precision dots, and 1.4e-6 Ha error), block sizes 32-512 (128 best). Padding every block to the
-largest nsig costs 36 % here (mean significant 221 vs padded 345); a ragged/bucketed layout would
+mixed-precision dots, and 1.4e-6 Ha error), block sizes 32-512 (128 best). Padding every block
+to the largest nsig costs 36 % here (mean significant 221 vs padded 345); a ragged/bucketed layout would
 recover that, at a change of the GridBundle contract.
 
 Run: ``pytest -m benchmark -s tests/benchmarks/test_bench_functionals.py``.
@@ -59,8 +59,8 @@ H 1.2321 0.9836 -0.8844
 H -1.9415 -0.3121 0.0000"""
 ROUNDS = 15
 TARGET_STEP_MS = 12.0
-#: Regression guard: energy+gradient CPU time / CPU time to stream ``ao`` twice (measured 0.74 dense,
-#: 0.85 screened: the step runs at the memory-bandwidth floor).
+#: Regression guard: energy+gradient CPU time / CPU time to stream ``ao`` twice (measured 0.74
+#: dense, 0.85 screened: the step runs at the memory-bandwidth floor).
 MAX_RATIO_TO_STREAM = 2.0
 
 

@@ -74,8 +74,9 @@ def test_pbe_correlation_matches_libxc():
 
     For s ≤ 5 plain relative error < 1e-10 (measured ≤ 1.5e-11). For large reduced gradients
     (s = 20, 100) the correlation energy ρ(ε_c + H) → 0 cancels two numbers of size ρ|ε_c|, so no
-    double-precision code (libxc included: it is 4e-8 off a long-double evaluation there) resolves it
-    to 1e-10 relative; the whole mesh is then checked against that scale: |Δe|, ρ|Δvrho| and σ|Δvsigma|
+    double-precision code (libxc included: it is 4e-8 off a long-double evaluation there)
+    resolves it to 1e-10 relative; the whole mesh is then checked against that scale: |Δe|,
+    ρ|Δvrho| and σ|Δvsigma|
     ≤ 1e-10 ρ|ε_c^PW92| (measured ≤ 9e-12).
     """
     rho, sigma = rho_sigma_mesh()
