@@ -29,8 +29,8 @@ over chunks of 4-16 blocks (7-14× slower: slice copies), a factored
 values + lowered-angular-momentum layout (2.7× fewer bytes, but no faster: it needs small GEMMs with
 5 columns, which XLA:CPU runs at a fraction of bandwidth), float32 storage of ``ao`` (6× slower
 mixed-precision dots, and 1.4e-6 Ha error), block sizes 32-512 (128 best). Padding every block
-to the largest nsig costs 36 % here (mean significant 221 vs padded 345); a ragged/bucketed layout would
-recover that, at a change of the GridBundle contract.
+to the largest nsig costs 36 % here (mean significant 221 vs padded 345); a ragged/bucketed
+layout would recover that, at a change of the GridBundle contract.
 
 Run: ``pytest -m benchmark -s tests/benchmarks/test_bench_functionals.py``.
 """
