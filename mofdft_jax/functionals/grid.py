@@ -50,6 +50,18 @@ def masked_energy_density(energy_density_fn: Callable[[Array, Array], Array], *,
     return masked_fn
 
 
+def grid_of(bundle) -> GridBundle:
+    """The :class:`GridBundle` of an ``IntegralBundle`` (or the argument itself if it is one)."""
+    if isinstance(bundle, GridBundle):
+        return bundle
+    grid = getattr(bundle, "grid", None)
+    if grid is None:
+        raise ValueError("this bundle has no quadrature grid (built with grid_level=None); "
+                         "grid terms (XC, classical kinetic) need "
+                         "build_integral_bundle(..., grid_level=2)")
+    return grid
+
+
 def _grid_values(coeffs: Array, grid: GridBundle) -> Array:
     """``(nblk, 4, blk)`` ρ and ∇ρ on all blocks: ``Σ_s ao[b, x, g, s] p[idx[b, s]]``.
 

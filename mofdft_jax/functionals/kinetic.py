@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from mofdft_jax.functionals.grid import integrate_energy_density, masked_energy_density
+from mofdft_jax.functionals.grid import grid_of, integrate_energy_density, masked_energy_density
 from mofdft_jax.types import Array, Float, Scalar
 
 #: Thomas–Fermi constant c_TF = (3/10)(3π²)^{2/3}.
@@ -98,7 +98,7 @@ def kinetic_energy(coeffs: Float[Array, "naux"], bundle, functional: str = "apbe
       bundle: an :class:`~mofdft_jax.bundle.IntegralBundle` with a grid (or a ``GridBundle``).
       functional: a key of :data:`KINETIC_ENERGY_DENSITIES`.
     """
-    grid = getattr(bundle, "grid", bundle)
+    grid = grid_of(bundle)
     return integrate_energy_density(MASKED_KINETIC_ENERGY_DENSITIES[functional], coeffs, grid)
 
 

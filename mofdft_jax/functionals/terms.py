@@ -7,7 +7,7 @@ instead of twice.
 
 from __future__ import annotations
 
-from mofdft_jax.functionals.grid import integrate_energy_density
+from mofdft_jax.functionals.grid import grid_of, integrate_energy_density
 from mofdft_jax.functionals.kinetic import MASKED_KINETIC_ENERGY_DENSITIES
 from mofdft_jax.functionals.xc import MASKED_XC_ENERGY_DENSITIES
 from mofdft_jax.types import Array, Float
@@ -32,5 +32,5 @@ def grid_energy_terms(coeffs: Float[Array, "naux"], bundle, kinetic: str | None 
     def energy_density(rho, sigma):
         return {k: fn(rho, sigma) for k, fn in fns.items()}
 
-    grid = getattr(bundle, "grid", bundle)
+    grid = grid_of(bundle)
     return integrate_energy_density(energy_density, coeffs, grid)

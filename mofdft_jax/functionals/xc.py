@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mofdft_jax.functionals.grid import integrate_energy_density, masked_energy_density
+from mofdft_jax.functionals.grid import grid_of, integrate_energy_density, masked_energy_density
 from mofdft_jax.types import Array, Float, Scalar
 
 #: Slater exchange constant: e_x^LDA = -C_X ρ^{4/3}, C_X = (3/4)(3/π)^{1/3}.
@@ -157,7 +157,7 @@ def xc_energy(coeffs: Float[Array, "naux"], bundle, functional: str = "pbe") -> 
       bundle: an :class:`~mofdft_jax.bundle.IntegralBundle` with a grid (or a ``GridBundle``).
       functional: ``"lda"`` or ``"pbe"``.
     """
-    grid = getattr(bundle, "grid", bundle)
+    grid = grid_of(bundle)
     return integrate_energy_density(MASKED_XC_ENERGY_DENSITIES[functional], coeffs, grid)
 
 

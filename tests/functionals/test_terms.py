@@ -89,3 +89,9 @@ def test_one_pass_terms_equal_separate_terms(water_bundle, water_coeffs):
                                rtol=1e-14)
     np.testing.assert_allclose(float(both["xc"]),
                                float(XC_FUNCTIONALS["pbe"](water_coeffs, water_bundle)), rtol=1e-14)
+
+
+def test_grid_terms_need_a_grid(water_bundle, water_coeffs):
+    """A grid-free bundle (grid_level=None) gives one clear error, not an AttributeError."""
+    with pytest.raises(ValueError, match="no quadrature grid"):
+        XC_FUNCTIONALS["pbe"](water_coeffs, water_bundle._replace(grid=None))
