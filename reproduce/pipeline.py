@@ -560,6 +560,7 @@ def evaluate(data: DatasetHandle, files: Sequence[str], runs: Sequence[Run], *, 
                                                  and not refresh) else None
                 if hit is not None:
                     row, p = hit
+                    row["method"] = run.method.name  # the cache is keyed by identity, not label
                     rows.append(row)
                     coeffs[(run.method.name, run.init, file)] = p
                     cached += 1

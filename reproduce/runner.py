@@ -19,7 +19,7 @@ from pathlib import Path
 from reproduce.common import PRESETS
 
 #: Experiments in the order ``mofdft reproduce`` runs them (module names under ``reproduce/``).
-EXPERIMENTS: tuple[str, ...] = ()
+EXPERIMENTS: tuple[str, ...] = ("accuracy_in_scale", "density_quality", "ablation")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 from mofdft_jax.commands.datagen import datagen
 from mofdft_jax.commands.info import info
 from mofdft_jax.commands.ks import ks
+from mofdft_jax.commands.reproduce import reproduce
 from mofdft_jax.commands.verify import verify
 
 COMMANDS: list[tuple[str, object]] = [
     ("info", info),
     ("datagen", datagen),
     ("ks", ks),
+    ("reproduce", reproduce),
     ("verify", verify),
 ]

@@ -1,0 +1,163 @@
+"""The reproduction experiments end to end at the test-only ``micro`` scale (water conformers,
+STO-3G / grid level 0, a tiny model trained for one epoch, 10 solver steps): every output of the
+results contract exists with its schema, claims.csv is valid for ``mofdft verify`` and honest about
+its scale, a rerun is skipped (or, forced, gives the same numbers), and the README generator reads
+the results.
+"""
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reproduce import runner
+from reproduce import pipeline as pl
+from reproduce.verify import MEASUREMENT_COLUMNS, STATUSES, load_measurements, verify
+
+EXPERIMENTS = ("accuracy_in_scale", "density_quality", "ablation")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """All three experiments at micro scale, one shared cache (as ``mofdft reproduce`` runs them)."""
+    root = tmp_path_factory.mktemp("experiments")
+    ctx = runner.RunContext(preset="micro", out_dir=root / "results", cache_dir=root / "cache",
+                            progress=False)
+    paths = {name: runner.run_experiment(name, ctx) for name in EXPERIMENTS}
+    return ctx, paths
+
+
+def test_registered_in_runner():
+    assert set(EXPERIMENTS) <= set(runner.EXPERIMENTS)
+    for name in EXPERIMENTS:
+        for preset in ("quick", "cpu", "paper"):
+            cfg = runner.load_config(name, preset)
+            assert cfg["steps"] == 1000, (name, preset)  # the paper's protocol outside tests
+
+
+def test_shared_system_tables_are_identical():
+    """The three experiments share one dataset/model/cached solves only if their tables agree."""
+    configs = {n: tomllib.loads((runner.CONFIG_DIR / f"{n}.toml").read_text()) for n in EXPERIMENTS}
+    for preset in ("micro", "quick", "cpu", "paper"):
+        tables = [configs[n][preset]["ethanol"] for n in EXPERIMENTS]
+        assert all(t == tables[0] for t in tables), preset
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_results_contract(results, name):
+    ctx, paths = results
+    folder = paths[name]
+    assert folder == ctx.out_dir / name
+    for f in (f"{name}.csv", f"{name}.md", "claims.csv", "run_info.json", "summary.csv"):
+        assert (folder / f).is_file(), f
+    assert list(folder.glob("*.png")), "at least one figure"
+    md = (folder / f"{name}.md").read_text()
+    assert "## Summary" in md and "## Data" in md
+    info = json.loads((folder / "run_info.json").read_text())
+    config = pl.load_experiment_config(name, "micro")
+    assert info["config_hash"] == runner.config_hash(config, "micro", 0)
+    assert info["preset"] == "micro" and info["wall_s"] > 0 and info["git_commit"] is not None
+    assert info["data_fingerprints"]["ethanol_dataset"]
+    claims = pd.read_csv(folder / "claims.csv")
+    assert list(claims.columns) == MEASUREMENT_COLUMNS
+    assert set(claims["scale"]) <= {"reduced", "different"}  # never the paper's scale
+    assert set(claims["kind"]) == {"measured"}
+    assert claims["value"].notna().all() and (claims["n"] > 0).all()
+    assert (claims["preset"] == "micro").all()
+
+
+def test_accuracy_tables(results):
+    _, paths = results
+    folder = paths["accuracy_in_scale"]
+    frame = pd.read_csv(folder / "accuracy_in_scale.csv")
+    assert set(pl.EVAL_COLUMNS) <= set(frame.columns)
+    assert set(frame["method"]) == {"M-OFDFT ts_res", "TF+1/9vW"}
+    assert set(frame["role"]) == {"test", "reference"}  # the equilibrium structure is evaluated
+    summary = pd.read_csv(folder / "summary.csv")
+    learned = summary[summary["method"] == "M-OFDFT ts_res"].iloc[0]
+    assert learned["paper_energy_mae_kcal"] == 0.18 and learned["n_relative"] == 1
+    relative = pd.read_csv(folder / "relative.csv")
+    assert set(relative["kind"]) == {"vs equilibrium"}
+    claims = pd.read_csv(folder / "claims.csv").set_index("claim_id")
+    assert {"ethanol_energy_mae", "ethanol_force_mae", "ethanol_rel_energy_mae",
+            "classical_gap"} <= set(claims.index)
+    # the claimed values are the summary's
+    assert claims.loc["ethanol_energy_mae", "value"] == pytest.approx(learned["energy_mae_kcal"])
+    ratio = (summary[summary["method"] == "TF+1/9vW"]["rel_energy_mae_kcal"].iloc[0]
+             / learned["rel_energy_mae_kcal"])
+    assert claims.loc["classical_gap", "value"] == pytest.approx(ratio)
+
+
+def test_density_quality_tables(results):
+    _, paths = results
+    folder = paths["density_quality"]
+    charges = pd.read_csv(folder / "charges.csv")
+    # neutral molecule: Hirshfeld charges of every density sum to ~0, electrons integrate to N
+    sums = charges.groupby(["file", "density"])["charge"].sum()
+    assert sums.abs().max() < 2e-3
+    assert (charges["electrons"] - 10.0).abs().max() < 2e-3
+    summary = pd.read_csv(folder / "summary.csv").set_index("density")
+    assert set(summary.index) == {"M-OFDFT", "TF+1/9vW"}
+    claims = pd.read_csv(folder / "claims.csv").set_index("claim_id")
+    assert claims.loc["ethanol_charge_mae", "value"] == pytest.approx(
+        summary.loc["M-OFDFT", "charge_mae_e"])
+    radial = pd.read_csv(folder / "radial.csv")
+    assert set(radial["density"]) == {"KS", "M-OFDFT", "TF+1/9vW"}
+    assert set(radial["atom_label"]) == {"O"}  # water has no carbon
+
+
+def test_ablation_tables(results):
+    _, paths = results
+    folder = paths["ablation"]
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(summary["variant"]) == {"full", "no gradient labels"}
+    full = summary[summary["variant"] == "full"].iloc[0]
+    assert full["energy_ratio_to_full"] == pytest.approx(1.0)
+    # the full model is the accuracy experiment's ts_res model (same cached checkpoint)
+    acc = json.loads((paths["accuracy_in_scale"] / "run_info.json").read_text())
+    abl = json.loads((folder / "run_info.json").read_text())
+    assert abl["data_fingerprints"]["full_weights"] == acc["data_fingerprints"][
+        "ethanol_ts_res_weights"]
+    assert abl["data_fingerprints"]["no gradient labels_weights"] != abl["data_fingerprints"][
+        "full_weights"]
+    claims = pd.read_csv(folder / "claims.csv")
+    assert list(claims["claim_id"]) == ["ablation_no_grad_label"]
+
+
+def test_verify_reads_the_results(results):
+    ctx, _ = results
+    measurements = load_measurements(ctx.out_dir)
+    assert len(measurements) >= 8
+    verdicts = {v.claim_id: v for v in verify(ctx.out_dir)}
+    assert {v.status for v in verdicts.values()} <= set(STATUSES)
+    for cid in measurements.index:
+        assert verdicts[cid].status != "reproduced"  # micro scale is never the paper's
+        assert verdicts[cid].status != "not run"
+    assert verdicts["qm9_energy_mae"].status == "not run"
+
+
+def test_rerun_is_skipped_and_forced_rerun_gives_same_numbers(results):
+    ctx, paths = results
+    name = "accuracy_in_scale"
+    assert runner.is_done(ctx, name, pl.load_experiment_config(name, "micro"))
+    before = pd.read_csv(paths[name] / f"{name}.csv")
+    forced = runner.RunContext(preset="micro", out_dir=ctx.out_dir.parent / "forced",
+                               cache_dir=ctx.cache_dir, force=True, progress=False)
+    after = pd.read_csv(runner.run_experiment(name, forced) / f"{name}.csv")
+    cols = [c for c in before.columns if c not in pl.TIMING_COLUMNS]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+
+
+def test_readme_results_script(results):
+    ctx, _ = results
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_results.py"),
+                          "--results", str(ctx.out_dir)], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert "| claim |" in out and "ethanol_energy_mae" in out
+    assert "reproduced at reduced scale" in out or "not reproduced" in out
+    assert "not run" in out
