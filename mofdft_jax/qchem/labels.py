@@ -83,7 +83,7 @@ class MoleculeLabels:
 
 
 #: Points per call of the jitted point-wise energy-density function (fixed: compiled once).
-POINT_CHUNK = 32768
+POINT_CHUNK = 16384
 
 
 @functools.cache
@@ -136,7 +136,7 @@ def _point_terms(point_fn, rho: np.ndarray, sigma: np.ndarray) -> dict:
 
 
 def evaluate_grid_terms(coeffs: np.ndarray, auxmol, grids, *, xc: str = "pbe",
-                        kinetic: str = "apbe", max_memory_mb: float = 1000.0
+                        kinetic: str = "apbe", max_memory_mb: float = 300.0
                         ) -> tuple[dict, dict]:
     """E_XC(p), T_base(p) and their gradients for many coefficient vectors, streaming the grid.
 
@@ -154,7 +154,8 @@ def evaluate_grid_terms(coeffs: np.ndarray, auxmol, grids, *, xc: str = "pbe",
       coeffs: ``(n, naux)`` coefficient vectors.
       auxmol: density-basis ``Mole``.
       grids: built PySCF ``Grids`` (e.g. the KS run's).
-      max_memory_mb: memory for one block of basis values (PySCF ``block_loop``).
+      max_memory_mb: memory for one block of basis values (PySCF ``block_loop``); a few hundred
+        MB keeps the blocks cache- and page-friendly (1 GB blocks measured 1.5× slower).
 
     Returns:
       ``values {"xc", "kinetic"} -> (n,)`` and ``grads {"xc", "kinetic"} -> (n, naux)``.
