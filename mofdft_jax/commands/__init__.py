@@ -10,12 +10,16 @@ from mofdft_jax.commands.datagen import datagen
 from mofdft_jax.commands.info import info
 from mofdft_jax.commands.ks import ks
 from mofdft_jax.commands.reproduce import reproduce
+from mofdft_jax.commands.solve import solve_command
+from mofdft_jax.commands.train import train_command
 from mofdft_jax.commands.verify import verify
 
 COMMANDS: list[tuple[str, object]] = [
     ("info", info),
     ("datagen", datagen),
     ("ks", ks),
+    ("solve", solve_command),
+    ("train", train_command),
     ("reproduce", reproduce),
     ("verify", verify),
 ]

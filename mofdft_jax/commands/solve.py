@@ -27,12 +27,15 @@ def solve_command(
     file: str = typer.Argument(..., help="Molecule file (.xyz, .pdb, .npz, .smi) or "
                                "smiles:<SMILES>."),
     functional: str = typer.Option("apbe", "--functional", help="Kinetic functional: tf, vw, "
-                                   "tf+1/9vw, tf+vw or apbe."),
-    init: str = typer.Option("minao", "--init", help="Initial density: minao, huckel, fastminao "
-                             "or ks (the fitted KS reference density)."),
+                                   "tf+1/9vw, tf+vw, apbe, or a learned-functional checkpoint "
+                                   "(mofdft train --out STEM: STEM, STEM.json or STEM.eqx)."),
+    init: str = typer.Option("minao", "--init", help="Initial density: minao, huckel, fastminao, "
+                             "ks (the fitted KS reference density) or projminao (MINAO + the "
+                             "learned Δp; needs a checkpoint)."),
     steps: int = typer.Option(1000, "--steps", min=0, help="Projected-gradient steps (paper: "
                               "1000); 0 evaluates the initial density."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Step size (paper: 1e-3)."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Step size (paper: 1e-3; a checkpoint "
+                             "brings its own, 5e-4 for ethanol as in the paper)."),
     xc: str = typer.Option("pbe", "--xc", help="Exchange-correlation functional: pbe or lda."),
     rule: str = typer.Option("iid", "--rule", help="Reported step: iid (smallest energy change) "
                              "or ood (first local minimum of the gradient norm, spec §4.5)."),
@@ -41,8 +44,9 @@ def solve_command(
     basis: str = typer.Option(None, "--basis", help="Orbital basis of the initial guess and the "
                               "KS reference (default: the paper's 6-31G(2df,p)). The density "
                               "basis is always the paper's even-tempered basis."),
-    grid_level: int = typer.Option(2, "--grid-level", min=0, max=9, help="PySCF grid level of "
-                                   "the kinetic and XC terms (paper: 2)."),
+    grid_level: int = typer.Option(None, "--grid-level", min=0, max=9, help="PySCF grid level of "
+                                   "the kinetic and XC terms (paper: 2; a checkpoint defaults to "
+                                   "the grid level of its labels)."),
     index: int = typer.Option(0, "--index", min=0, help="Which molecule of a multi-molecule "
                               "file."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -61,7 +65,11 @@ def solve_command(
     from mofdft_jax.functionals import KINETIC_FUNCTIONALS, XC_FUNCTIONALS
     from mofdft_jax.qchem.guesses import INITIAL_GUESSES
 
-    _choices("--functional", functional, list(KINETIC_FUNCTIONALS))
+    from mofdft_jax.commands.learned_solve import is_checkpoint
+
+    learned = is_checkpoint(functional)
+    if not learned:
+        _choices("--functional", functional, list(KINETIC_FUNCTIONALS))
     _choices("--init", init, list(INITIAL_GUESSES))
     _choices("--xc", xc, list(XC_FUNCTIONALS))
     _choices("--rule", rule, ["iid", "ood"])
@@ -69,9 +77,22 @@ def solve_command(
     from rich.console import Console
 
     console = Console(stderr=True)
-    summary, result = run_solve(file, functional=functional, init=init, steps=steps, lr=lr, xc=xc,
-                                rule=rule, gtol=gtol, basis=basis, grid_level=grid_level,
-                                index=index, trajectory=trajectory, cube=cube, console=console)
+    if learned:
+        from mofdft_jax.commands.learned_solve import run_solve_learned
+
+        summary, result = run_solve_learned(file, functional, init=init, steps=steps, lr=lr,
+                                            rule=rule, gtol=gtol, basis=basis,
+                                            grid_level=grid_level, index=index,
+                                            trajectory=trajectory, cube=cube, console=console)
+    else:
+        if init == "projminao":
+            raise typer.BadParameter("projminao needs a learned functional (--functional "
+                                     "CHECKPOINT)", param_hint="'--init'")
+        summary, result = run_solve(file, functional=functional, init=init, steps=steps,
+                                    lr=1e-3 if lr is None else lr, xc=xc, rule=rule, gtol=gtol,
+                                    basis=basis, grid_level=2 if grid_level is None else grid_level,
+                                    index=index, trajectory=trajectory, cube=cube,
+                                    console=console)
     if json_output:
         typer.echo(json.dumps(summary))
     else:

@@ -31,10 +31,11 @@ The ``fastminao`` guess is the M-OFDFT code's "fast MINAO" (spec §4.3): the sup
 isolated-atom MINAO densities. The molecular MINAO guess of PySCF projects the same atomic
 densities into the whole molecular basis, so the two differ only by that projection.
 
-**Extension point.** Guesses are looked up in :data:`INITIAL_GUESSES` (the CLI's ``--init``
-choices come from it). ProjMINAO (p_MINAO plus the learned Δp, spec §4.3) needs the learned
-model; the learned-functional layer registers it with :func:`register_initial_guess`
-(``fn(mol, auxmol, **options) -> InitialGuess``) rather than this module knowing about models.
+**ProjMINAO** (``projminao``, spec §4.3) is MINAO plus the learned Δp of a
+:class:`~mofdft_jax.model.functional.LearnedFunctional`; it takes the options ``functional``,
+``bundle`` and ``geometry``. **Extension point.** Guesses are looked up in :data:`INITIAL_GUESSES`
+(the CLI's ``--init`` choices come from it); add more with :func:`register_initial_guess`
+(``fn(mol, auxmol, **options) -> InitialGuess``).
 """
 
 from __future__ import annotations
@@ -190,6 +191,33 @@ def ks_guess(mol: gto.Mole, auxmol: gto.Mole, *, settings=None, **_) -> InitialG
     return _finish("ks", coeffs, auxmol, mol.nelectron, t0, reference, coulomb=coulomb)
 
 
+def projminao_guess(mol: gto.Mole, auxmol: gto.Mole, *, functional=None, bundle=None,
+                    geometry=None, **_) -> InitialGuess:
+    """ProjMINAO (spec §4.3, SI B.5.2): the MINAO coefficients plus the learned correction.
+
+    p = p_MINAO + Δp with Δp from the functional's Δp head evaluated at p_MINAO, un-standardised,
+    mapped back to raw coefficients (Dᵀ M⁻ᵀ) and projected onto wᵀΔp = 0
+    (:meth:`~mofdft_jax.model.functional.LearnedFunctional.delta_coeffs`).
+
+    Args:
+      functional: the learned functional (required; ``mofdft solve --functional CHECKPOINT``).
+      bundle: the molecule's integral bundle (``norm``, ``atom_numbers``, ``coords``; built for
+        ``mol``/``auxmol``).
+      geometry: its adapter geometry (``functional.prepare(bundle)``).
+    """
+    from mofdft_jax.molecules.molecule import InputError
+    from mofdft_jax.solver.learned import projminao_delta
+
+    if functional is None or bundle is None or geometry is None:
+        raise InputError("--init projminao needs a learned functional: pass --functional "
+                         "CHECKPOINT (a checkpoint trained with the Δp head)")
+    t0 = time.perf_counter()
+    base = minao_guess(mol, auxmol)
+    delta = np.asarray(projminao_delta(functional, base.coeffs, bundle, geometry))
+    return InitialGuess(coeffs=base.coeffs + delta, name="projminao",
+                        fitted_electrons=base.fitted_electrons, wall_s=time.perf_counter() - t0)
+
+
 GuessFn = Callable[..., InitialGuess]
 
 #: Initial guesses by name (``--init`` choices). Extend with :func:`register_initial_guess`.
@@ -198,6 +226,7 @@ INITIAL_GUESSES: dict[str, GuessFn] = {
     "huckel": huckel_guess,
     "fastminao": fastminao_guess,
     "ks": ks_guess,
+    "projminao": projminao_guess,
 }
 
 

@@ -1,0 +1,312 @@
+"""Orbital-free DFT with a learned functional: ``mofdft solve --functional CHECKPOINT`` and the
+held-out evaluation of a checkpoint (spec §3.4, §4.3–§4.6, §5.1).
+
+* :func:`solve_molecule_learned` — one molecule: integrals (with the density-basis overlap for the
+  natural reparametrisation, and a grid only for ``ts_res``), the adapter geometry, the initial
+  guess (``projminao``: MINAO + the Δp head), the projected-gradient solver on the energy of
+  :func:`mofdft_jax.solver.learned.make_learned_energy_fn`, Hellmann–Feynman forces; returns the same
+  summary as ``mofdft solve`` with a classical functional plus the target and the checkpoint's data
+  fingerprint.
+* :func:`evaluate_on_dataset` — the quality measurement of the paper (spec §5.1): for held-out
+  molecules of a dataset, the energy at the reported step against the KS total energy and the HF
+  force against the HF force of the fitted KS density p* (same orbital basis and grid as the labels),
+  as mean absolute errors in kcal/mol and kcal/mol/Å.
+
+A checkpoint written by ``mofdft train`` stores ``extra.solver_defaults`` (orbital basis and grid
+level of its labels, XC functional, the solver step size: 5·10⁻⁴ for ethanol as in the paper's
+scripts, spec §4.4); they are used unless overridden.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: Grids are padded to a multiple of this many blocks, so that conformers of one molecule (whose
+#: grids differ by a few blocks) share one compiled solver.
+EVAL_GRID_BLOCK_MULTIPLE = 16
+
+
+def is_checkpoint(value) -> bool:
+    """Whether ``value`` names a learned-functional checkpoint (its ``STEM.json`` exists)."""
+    from mofdft_jax.model.checkpoint import checkpoint_paths
+
+    return isinstance(value, (str, Path)) and checkpoint_paths(value)[1].is_file()
+
+
+def load_functional(path):
+    """``(LearnedFunctional, CheckpointInfo)`` of a checkpoint; a bad checkpoint is an
+    :class:`~mofdft_jax.molecules.InputError` (one line, exit status 2 in the CLI)."""
+    from mofdft_jax.model.checkpoint import CheckpointError, load_checkpoint
+    from mofdft_jax.molecules import InputError
+
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        raise InputError(str(exc)) from None
+
+
+def pad_grid_bundle(grid, multiple: int):
+    """The grid with zero-weight blocks appended up to a multiple of ``multiple`` blocks.
+
+    Padding blocks have zero weights and basis values and index the first functions, so every grid
+    term is unchanged (they contribute exact zeros).
+    """
+    import jax.numpy as jnp
+
+    nblk = grid.weights.shape[0]
+    extra = (-nblk) % multiple
+    if extra == 0:
+        return grid
+
+    def pad(x, value=0):
+        x = jnp.asarray(x)
+        return jnp.concatenate([x, jnp.full((extra,) + x.shape[1:], value, dtype=x.dtype)])
+
+    idx = jnp.asarray(grid.idx)
+    idx_pad = jnp.broadcast_to(jnp.arange(idx.shape[1], dtype=idx.dtype) % (int(idx.max()) + 1),
+                               (extra, idx.shape[1]))
+    return grid._replace(weights=pad(grid.weights), coords=pad(grid.coords), ao=pad(grid.ao),
+                         idx=jnp.concatenate([idx, idx_pad]))
+
+
+_ENERGY_FNS: dict = {}
+
+
+def learned_energy_fn(functional, xc: str):
+    """:func:`~mofdft_jax.solver.learned.make_learned_energy_fn`, one function object per
+    (functional, xc) in this process, so the jitted solver is reused across molecules."""
+    from mofdft_jax.solver.learned import make_learned_energy_fn
+
+    key = (id(functional), xc)
+    if key not in _ENERGY_FNS:
+        _ENERGY_FNS[key] = (functional, make_learned_energy_fn(functional, xc=xc))
+    return _ENERGY_FNS[key][1]
+
+
+def solver_defaults(info) -> dict:
+    """Orbital basis, grid level, XC and step size stored with a checkpoint (may be empty)."""
+    return dict(info.extra.get("solver_defaults", {})) if info is not None else {}
+
+
+def solve_molecule_learned(molecule, functional, info=None, *, init: str = "projminao",
+                           steps: int = 1000, lr: float | None = None, xc: str | None = None,
+                           rule: str = "iid", gtol: float = 1e-4, basis: str | None = None,
+                           grid_level: int | None = None, trajectory: Path | None = None,
+                           cube: Path | None = None, console=None,
+                           pad_grid_blocks: int = 1) -> tuple[dict, object]:
+    """Optimise the density of ``molecule`` with a learned functional (see module docstring).
+
+    Args:
+      molecule: a :class:`~mofdft_jax.molecules.Molecule`.
+      functional, info: from :func:`load_functional`.
+      init: initial guess name (``projminao`` by default, the paper's choice).
+      lr, xc, basis, grid_level: ``None`` takes the checkpoint's defaults (then 1e-3, PBE, the
+        paper's basis, grid level 2).
+      pad_grid_blocks: pad the grid to a multiple of this many blocks.
+
+    Returns:
+      ``(summary dict, SolveResult)``; the summary has the keys of ``mofdft solve``.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mofdft_jax.config import ensure_x64
+    from mofdft_jax.model.functional import UnseenElementError
+    from mofdft_jax.molecules import InputError
+    from mofdft_jax.qchem.basis import PAPER_BASIS, make_auxmol, make_mol
+    from mofdft_jax.qchem.guesses import initial_guess
+    from mofdft_jax.qchem.integrals import build_integral_bundle
+    from mofdft_jax.qchem.integrals import hf_forces as host_hf_forces
+    from mofdft_jax.qchem.settings import PAPER_SETTINGS
+    from mofdft_jax.solver import hf_forces, progress_handler, solve
+    from mofdft_jax.solver.learned import make_learned_inputs
+
+    ensure_x64()
+    t_start = time.perf_counter()
+    defaults = solver_defaults(info)
+    basis = basis or defaults.get("basis") or PAPER_BASIS
+    grid_level = grid_level if grid_level is not None else defaults.get("grid_level", 2)
+    xc = xc or defaults.get("xc", "pbe")
+    lr = lr if lr is not None else defaults.get("lr", 1e-3)
+    name = (info.extra.get("name") if info is not None else None) or "learned"
+    label = f"{name}[{functional.target}]"
+    needs_grid = functional.target == "ts_res"
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                        transient=True)
+    with progress:
+        setup = progress.add_task(f"{molecule.name}: integrals", total=None, info="")
+        mol = make_mol(molecule, basis)
+        try:
+            functional.check_elements(mol.atom_charges())
+        except UnseenElementError as exc:
+            raise InputError(f"{molecule.name}: {exc}") from None
+        auxmol = make_auxmol(mol)
+        natm, naux = mol.natm, auxmol.nao_nr()
+        from mofdft_jax.commands.solve import MAX_FORCE_INTEGRALS_BYTES, PYSCF_XC
+
+        with_forces = natm * 3 * naux * 8 <= MAX_FORCE_INTEGRALS_BYTES
+        bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level if needs_grid else None,
+                                       with_forces=with_forces,
+                                       with_overlap=functional.use_reparam)
+        if bundle.grid is not None and pad_grid_blocks > 1:
+            bundle = bundle._replace(grid=pad_grid_bundle(bundle.grid, pad_grid_blocks))
+        geometry = functional.prepare(bundle)
+        progress.update(setup, description=f"{molecule.name}: initial guess ({init})")
+        settings = PAPER_SETTINGS.replace(basis=basis, grid_level=grid_level,
+                                          xc=PYSCF_XC.get(xc, xc))
+        guess = initial_guess(init, mol, auxmol, settings=settings, functional=functional,
+                              bundle=bundle, geometry=geometry)
+        progress.update(setup, visible=False)
+        t_setup = time.perf_counter() - t_start
+
+        energy_terms_fn = learned_energy_fn(functional, xc)
+        inputs = make_learned_inputs(functional, bundle, geometry)
+        task = progress.add_task(f"{molecule.name}: {label} (compiling)", total=steps + 1,
+                                 info="")
+
+        def on_progress(step, energy, pgn):
+            progress.update(task, completed=step + 1, description=f"{molecule.name}: {label}",
+                            info=f"E = {energy:.8f} Ha  |Pg| = {pgn:.2e}")
+
+        t_solve0 = time.perf_counter()
+        with progress_handler(on_progress):
+            result = solve(energy_terms_fn, guess.coeffs, inputs, steps=steps, lr=lr, gtol=gtol,
+                           rule=rule)
+        solve_wall_s = time.perf_counter() - t_solve0
+        progress.update(task, completed=steps + 1)
+
+    if with_forces:
+        forces = np.asarray(hf_forces(result.coeffs, bundle))
+    else:
+        forces = host_hf_forces(result.coeffs, mol, auxmol)
+    if trajectory is not None:
+        from mofdft_jax.commands.solve import write_trajectory_csv
+
+        write_trajectory_csv(trajectory, result)
+    if cube is not None:
+        from mofdft_jax.qchem.cube import write_density_cube
+
+        write_density_cube(cube, result.coeffs, mol, auxmol,
+                           comment=f"M-OFDFT density {molecule.name} {label} "
+                                   f"step {result.chosen_step} (e/Bohr^3)")
+    norm = np.asarray(bundle.norm)
+    summary = {
+        "molecule": molecule.name,
+        "formula": molecule.formula,
+        "n_atoms": natm,
+        "n_electrons": float(mol.nelectron),
+        "naux": naux,
+        "n_grid_points": (int(np.count_nonzero(np.asarray(bundle.grid.weights)))
+                          if bundle.grid is not None else 0),
+        "functional": label,
+        "target": functional.target,
+        "checkpoint_fingerprint": info.data_fingerprint if info is not None else "",
+        "xc": xc,
+        "init": init,
+        "basis": basis,
+        "grid_level": grid_level if needs_grid else None,
+        "lr": lr,
+        "steps": steps,
+        "rule": rule,
+        "energy_total_ha": result.energy,
+        "terms": result.terms,
+        "forces_ha_per_bohr": forces.tolist(),
+        "n_steps": result.n_steps,
+        "chosen_step": result.chosen_step,
+        "ood_criterion": result.ood_criterion if rule == "ood" else None,
+        "steps_iid": result.steps_iid,
+        "steps_ood": result.steps_ood,
+        "converged_step": result.converged_step,
+        "gtol": gtol,
+        "proj_grad_norm": result.proj_grad_norm,
+        "proj_grad_norm_final": float(result.trajectory.proj_grad_norm[-1]),
+        "energy_final_ha": result.energy_final,
+        "energy_initial_ha": float(result.trajectory.energy[0]),
+        "electron_count": float(norm @ result.coeffs),
+        "status": result.status,
+        "message": result.message,
+        "initial_guess": {"name": guess.name, "fitted_electrons": guess.fitted_electrons,
+                          "wall_s": guess.wall_s},
+        "ks_reference": guess.reference or None,
+        "setup_wall_s": t_setup,
+        "solve_wall_s": solve_wall_s,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    return summary, result
+
+
+def run_solve_learned(file: str, checkpoint, *, index: int = 0, **options):
+    """``mofdft solve FILE --functional CHECKPOINT``: read molecule ``index`` of ``file``, load the
+    checkpoint and run :func:`solve_molecule_learned` with ``options``."""
+    from mofdft_jax.molecules import InputError
+    from mofdft_jax.molecules.io import read_molecules
+
+    molecules = read_molecules(file)
+    if index >= len(molecules):
+        raise InputError(f"{file}: --index {index} but the file holds {len(molecules)} "
+                         "molecule(s)")
+    functional, info = load_functional(checkpoint)
+    return solve_molecule_learned(molecules[index], functional, info, **options)
+
+
+def evaluate_on_dataset(functional, info, dataset_dir, files, *, init: str = "projminao",
+                        steps: int = 1000, lr: float | None = None, rule: str = "iid",
+                        console=None, on_molecule=None) -> dict:
+    """Held-out quality of a learned functional (spec §5.1): OFDFT from ``init`` on each molecule of
+    ``files`` in ``dataset_dir`` with the dataset's orbital basis and grid level.
+
+    Per molecule: |E_OFDFT − E_KS| (reported step, total energies, kcal/mol) and the mean |ΔF| over
+    all Cartesian components of the Hellmann–Feynman forces against those of the fitted KS density
+    p* (kcal/mol/Å); also the energy error of the initial density (state 0 of the solver).
+
+    Returns:
+      ``{"molecules": [row per molecule], "energy_mae_kcal", "force_mae_kcal_per_angstrom",
+      "initial_energy_mae_kcal", "n", ...}``.
+    """
+    from mofdft_jax.data.loader import open_dataset
+    from mofdft_jax.units import HA_PER_BOHR_TO_KCAL_PER_ANGSTROM, HARTREE_TO_KCAL
+
+    dataset = open_dataset(dataset_dir)
+    settings = dataset.label_settings
+    rows = []
+    t0 = time.perf_counter()
+    for file in files:
+        labels = dataset.read(file)
+        summary, result = solve_molecule_learned(
+            labels.molecule, functional, info, init=init, steps=steps, lr=lr, rule=rule,
+            xc=settings.get("xc", "pbe").lower(), basis=settings["basis"],
+            grid_level=int(settings["grid_level"]), console=console,
+            pad_grid_blocks=EVAL_GRID_BLOCK_MULTIPLE)
+        e_ks = float(labels.ks_energy["e_tot"])
+        forces = np.asarray(summary["forces_ha_per_bohr"])
+        row = {"file": file, "molecule": labels.molecule.name,
+               "energy_ha": summary["energy_total_ha"], "energy_ks_ha": e_ks,
+               "energy_error_kcal": (summary["energy_total_ha"] - e_ks) * HARTREE_TO_KCAL,
+               "initial_energy_error_kcal": (summary["energy_initial_ha"] - e_ks)
+               * HARTREE_TO_KCAL,
+               "force_mae_kcal_per_angstrom": float(np.mean(np.abs(
+                   forces - np.asarray(labels.hf_forces_ref)))) * HA_PER_BOHR_TO_KCAL_PER_ANGSTROM,
+               "chosen_step": summary["chosen_step"], "status": summary["status"],
+               "proj_grad_norm": summary["proj_grad_norm"], "solve_wall_s": summary["solve_wall_s"]}
+        rows.append(row)
+        if on_molecule is not None:
+            on_molecule(row)
+    energy_err = np.array([r["energy_error_kcal"] for r in rows])
+    return {
+        "n": len(rows),
+        "init": init,
+        "steps": steps,
+        "rule": rule,
+        "energy_mae_kcal": float(np.mean(np.abs(energy_err))) if rows else float("nan"),
+        "energy_mean_error_kcal": float(np.mean(energy_err)) if rows else float("nan"),
+        "force_mae_kcal_per_angstrom": float(np.mean([r["force_mae_kcal_per_angstrom"]
+                                                      for r in rows])) if rows else float("nan"),
+        "initial_energy_mae_kcal": float(np.mean([abs(r["initial_energy_error_kcal"])
+                                                  for r in rows])) if rows else float("nan"),
+        "wall_s": time.perf_counter() - t0,
+        "molecules": rows,
+    }

@@ -1,0 +1,116 @@
+"""The OFDFT energy of a learned functional, for :func:`mofdft_jax.solver.solve` (spec §3.4, §4.1).
+
+Which terms are added to the learned one depends on the functional's target (spec §1.6, §3.4):
+
+=========  ===========================================================  ========================
+target     energy of the solver                                         terms reported
+=========  ===========================================================  ========================
+``ts_res`` T_θ,res(p) + T_APBE(p) + E_H(p) + E_XC(p) + E_ext(p) + E_nn  ``kinetic`` (APBE + T_θ),
+                                                                        ``hartree``, ``xc``,
+                                                                        ``external``, ``nuclear``
+``txc``    E_θ,TXC(p) + E_H(p) + E_ext(p) + E_nn   (no grid)            ``kinetic_xc``,
+                                                                        ``hartree``,
+                                                                        ``external``, ``nuclear``
+``tot``    E_θ,tot(p)   (the label is the KS total energy of each SCF   ``total``
+           step, E_nn included, so nothing is added; no grid)
+=========  ===========================================================  ========================
+
+The solver jit-compiles with the energy function as a *static* argument and the per-molecule data
+as an ordinary argument. Here that argument is a :class:`LearnedInputs`: the integral bundle, the
+adapter geometry (frames, Wigner-D, overlap eigenvectors) and the functional's arrays, so neither
+the network weights nor the ``(naux, naux)`` geometry are embedded in the compiled code; the
+energy function closes over the static part of the functional only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from mofdft_jax.density.adapter import AdapterGeometry
+from mofdft_jax.functionals import external_energy, grid_energy_terms, hartree_energy
+
+
+class LearnedInputs(NamedTuple):
+    """Per-molecule argument of the solver for a learned functional (a pytree).
+
+    Attributes:
+      bundle: the :class:`~mofdft_jax.bundle.IntegralBundle` (with a grid for ``ts_res``).
+      geometry: the :class:`~mofdft_jax.density.adapter.AdapterGeometry` from
+        ``functional.prepare(bundle)``.
+      params: the array part of the :class:`~mofdft_jax.model.functional.LearnedFunctional`
+        (``eqx.partition(functional, eqx.is_array)[0]``).
+    """
+
+    bundle: object
+    geometry: AdapterGeometry
+    params: object
+
+    @property
+    def norm(self):
+        """w of the bundle (the solver's electron-count constraint)."""
+        return self.bundle.norm
+
+    @property
+    def n_electrons(self):
+        return self.bundle.n_electrons
+
+
+def split_learned_functional(functional):
+    """``(params, static)`` of a learned functional: its arrays and the rest."""
+    return eqx.partition(functional, eqx.is_array)
+
+
+def make_learned_inputs(functional, bundle, geometry: AdapterGeometry | None = None
+                        ) -> LearnedInputs:
+    """Bundle + geometry (built with ``functional.prepare`` when not given) + functional arrays."""
+    geometry = functional.prepare(bundle) if geometry is None else geometry
+    params, _ = split_learned_functional(functional)
+    return LearnedInputs(bundle=bundle, geometry=geometry, params=params)
+
+
+def make_learned_energy_fn(functional, *, xc: str = "pbe", kinetic_base: str = "apbe"):
+    """``energy_terms_fn(coeffs, inputs: LearnedInputs) -> {term: Ha}`` (see module docstring).
+
+    Args:
+      functional: a :class:`~mofdft_jax.model.functional.LearnedFunctional` (only its static part
+        is captured; the arrays travel in :class:`LearnedInputs`).
+      xc: XC functional added for ``ts_res`` (the labels' functional, PBE in the paper).
+      kinetic_base: the base kinetic functional of ``ts_res`` (APBE in the paper).
+    """
+    _, static = split_learned_functional(functional)
+    target = static.target
+
+    def energy_terms_fn(coeffs, inputs: LearnedInputs) -> dict:
+        learned = eqx.combine(inputs.params, static)
+        bundle = inputs.bundle
+        model = learned.energy(coeffs, bundle, inputs.geometry)
+        if target == "tot":
+            return {"total": model}
+        nuclear = jnp.asarray(bundle.e_nuc, dtype=coeffs.dtype)
+        if target == "txc":
+            return {"kinetic_xc": model, "hartree": hartree_energy(coeffs, bundle),
+                    "external": external_energy(coeffs, bundle), "nuclear": nuclear}
+        if bundle.grid is None:
+            raise ValueError("the ts_res functional needs the grid terms (T_APBE, E_XC): build the "
+                             "bundle with a grid level")
+        grid = grid_energy_terms(coeffs, bundle, kinetic=kinetic_base, xc=xc.lower())
+        return {"kinetic": grid["kinetic"] + model, "hartree": hartree_energy(coeffs, bundle),
+                "xc": grid["xc"], "external": external_energy(coeffs, bundle),
+                "nuclear": nuclear}
+
+    return energy_terms_fn
+
+
+def projminao_delta(functional, coeffs, bundle, geometry: AdapterGeometry):
+    """ProjMINAO correction Δp at ``coeffs`` (spec §4.3): the Δp head, back-transformed to raw p
+    and projected to wᵀΔp = 0 (:meth:`LearnedFunctional.delta_coeffs`), jit-compiled with the
+    functional and the data as arguments."""
+    return _delta_jit(functional, jnp.asarray(coeffs, dtype=jnp.float64), bundle, geometry)
+
+
+@eqx.filter_jit
+def _delta_jit(functional, coeffs, bundle, geometry):
+    return functional.delta_coeffs(coeffs, bundle, geometry)

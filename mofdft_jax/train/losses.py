@@ -1,0 +1,219 @@
+"""Training losses of the learned functional (spec §3.3, Methods 4.1 Eqs. 3–4, SI B.1.7, B.3).
+
+For one labelled SCF step (p⁽ᵏ⁾, T⁽ᵏ⁾, ∇T⁽ᵏ⁾) of a molecule with ground state p*:
+
+.. math::
+
+    L = ξ_{eng} |T_θ(p) − T| + ξ_{grad} ‖\\tilde P (\\tilde∇T_θ − \\tilde∇T)‖
+        + ξ_{den} ‖Δ\\tilde p_θ(p) − \\mathrm{std}(p^* − p)‖
+
+* **Energy** (L1): T_θ and the label in kcal/mol (the network's unit, spec §2.4).
+* **Gradient**: in the *rescaled* space the network sees (spec §2.3; SI B.3.1 fits ∇/λ). With
+  p′ = D W^{1/2} p (local frame + natural reparametrisation) a gradient maps as
+  ∇_{p′} = D W^{-1/2} ∇_p and, after p̃ = λ (p′ − p̄), as ∇_{p̃} = ∇_{p′}/λ. The label is
+  exact only up to μ w (spec §1.7: ∇_p T_S = −v_eff + μ w), so the normalisation direction is
+  projected out **in the same space**: w is transformed like a gradient, w̃ = D W^{-1/2} w / λ,
+  and \\tilde P = I − w̃ w̃ᵀ/(w̃ᵀw̃). The μ w ambiguity of the label is then removed exactly.
+* **Δp** (ProjMINAO head, SI B.5.2): the head predicts the standardised correction
+  ((p′* − p′) − mean)/std per (element, slot) (the adapter's ``standardise_delta``); the model
+  adds it to the density it is given, so the target is p* − p⁽ᵏ⁾.
+
+Norms (not readable in the paper, spec §3.3 "Items not found"): ``"l2"`` the Euclidean norm of the
+per-step residual vector (the paper's ‖·‖ notation, default) or ``"l1"`` the sum of absolute
+components ([S25] uses component-wise L1). Both are NaN-safe at zero.
+
+All inputs are per step in the adapter's *function order* (``(naux,)`` vectors, p′ space), with the
+per-atom slot layout built here by a scatter: a batch of different molecules is padded to
+``(natm_max, naux_max)`` and masked (padding atoms have atomic number 0, padding functions point to
+the out-of-range atom ``natm_max`` and carry zero coefficients, gradients and w).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mofdft_jax.density.adapter import (AdapterGeometry, gather_from_slots, scatter_to_slots,
+                                        slot_mask, standardise_delta)
+from mofdft_jax.types import Array, Float, Int
+
+#: Default loss weights (ξ_eng, ξ_grad, ξ_den) of SI Table S4, by (dataset, target).
+PAPER_LOSS_WEIGHTS = {
+    ("ethanol", "ts_res"): (1.0, 0.1, 0.08),
+    ("ethanol", "txc"): (1.0, 0.03, 1.0),
+    ("qm9", "ts_res"): (1.0, 0.12, 0.005),
+    ("qm9", "txc"): (1.0, 0.12, 0.05),
+    ("qmugs", "txc"): (1.0, 0.1, 1.0),
+    ("chignolin", "tot"): (1.0, 0.1, 1.0),
+}
+#: Datasets of Table S4 whose weights do not depend on the target (one row each in the paper).
+_TARGET_FREE = {"qmugs", "chignolin"}
+NORMS = ("l2", "l1")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of the three loss terms (spec §3.3, Table S4)."""
+
+    energy: float = 1.0
+    grad: float = 0.1
+    delta: float = 0.08
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def paper_loss_weights(dataset: str, target: str) -> LossWeights:
+    """Table S4 weights for ``dataset`` (ethanol, qm9, qmugs, chignolin) and ``target``.
+
+    QMugs and chignolin have one row each in the paper (TXC resp. total-energy models); their weights
+    are used for any target. Unknown datasets raise ``ValueError``.
+    """
+    key = dataset.lower()
+    if key in _TARGET_FREE:
+        row = next(v for (d, _), v in PAPER_LOSS_WEIGHTS.items() if d == key)
+    elif (key, target) in PAPER_LOSS_WEIGHTS:
+        row = PAPER_LOSS_WEIGHTS[(key, target)]
+    else:
+        known = sorted({d for d, _ in PAPER_LOSS_WEIGHTS})
+        raise ValueError(f"no paper loss weights for dataset {dataset!r} with target {target!r} "
+                         f"(Table S4 covers {', '.join(known)}; ethanol/qm9 for ts_res and txc)")
+    return LossWeights(*row)
+
+
+class StepInputs(NamedTuple):
+    """One labelled step in the transformed (p′) space, padded; a batch stacks a leading axis.
+
+    Attributes:
+      atom_numbers: ``(natm,)`` atomic numbers, 0 for padding atoms.
+      coords: ``(natm, 3)`` Bohr.
+      aux_atom: ``(naux,)`` atom of each density-basis function (``natm`` for padding).
+      aux_slot: ``(naux,)`` its slot in the 477-slot layout.
+      coeffs: ``(naux,)`` p′ = D W^{1/2} p⁽ᵏ⁾.
+      grad: ``(naux,)`` gradient label ∂T/∂p′ in kcal/mol per unit p′ (unprojected).
+      delta: ``(naux,)`` ProjMINAO target p′* − p′⁽ᵏ⁾.
+      norm: ``(naux,)`` w′ = D W^{-1/2} w (the normalisation vector transformed like a gradient).
+      energy: ``()`` label T⁽ᵏ⁾ in kcal/mol.
+      weight: ``()`` 1 for a real step, 0 for a padding row of a batch.
+    """
+
+    atom_numbers: Int[Array, "natm"]
+    coords: Float[Array, "natm 3"]
+    aux_atom: Int[Array, "naux"]
+    aux_slot: Int[Array, "naux"]
+    coeffs: Float[Array, "naux"]
+    grad: Float[Array, "naux"]
+    delta: Float[Array, "naux"]
+    norm: Float[Array, "naux"]
+    energy: Float[Array, ""]
+    weight: Float[Array, ""]
+
+
+class StepLosses(NamedTuple):
+    """Per-step loss terms (unweighted) and diagnostics."""
+
+    energy: Float[Array, ""]         # |T_θ − T|, kcal/mol
+    grad: Float[Array, ""]           # ‖P̃(∇̃T_θ − ∇̃T)‖
+    delta: Float[Array, ""]          # ‖Δp̃_θ − std(p* − p)‖
+    energy_error: Float[Array, ""]   # T_θ − T, kcal/mol (signed)
+
+
+def safe_norm(x: Float[Array, "..."], kind: str = "l2") -> Float[Array, ""]:
+    """‖x‖₂ (``"l2"``) or Σ|x| (``"l1"``) over all entries, with a finite gradient at x = 0."""
+    if kind == "l1":
+        return jnp.sum(jnp.abs(x))
+    if kind != "l2":
+        raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+    sq = jnp.sum(x * x)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def project_out(vec: Float[Array, "n"], direction: Float[Array, "n"]) -> Float[Array, "n"]:
+    """v − d (dᵀv)/(dᵀd): the component of ``vec`` orthogonal to ``direction`` (d ≠ 0)."""
+    return vec - direction * (jnp.dot(direction, vec) / jnp.dot(direction, direction))
+
+
+def slot_geometry(aux_atom: Int[Array, "naux"], aux_slot: Int[Array, "naux"],
+                  natm: int) -> AdapterGeometry:
+    """The part of an :class:`AdapterGeometry` the slot scatter/gather needs (no rotation, no
+    reparametrisation: the inputs are already in p′ space)."""
+    return AdapterGeometry(aux_atom=aux_atom, aux_slot=aux_slot, rot_index=None, rot_weight=None,
+                           overlap_vecs=None, overlap_sqrt_vals=None,
+                           fallback=jnp.zeros(natm, dtype=bool))
+
+
+def step_losses(functional, step: StepInputs, *, key=None, inference: bool = True,
+                norm: str = "l2", with_delta: bool = True) -> StepLosses:
+    """The three loss terms of one labelled step (spec §3.3; see module docstring).
+
+    Args:
+      functional: a :class:`~mofdft_jax.model.functional.LearnedFunctional`.
+      step: one :class:`StepInputs` (no batch axis).
+      key, inference: dropout control (training: ``inference=False`` and a key).
+      norm: ``"l2"`` or ``"l1"`` for the gradient and Δp terms.
+      with_delta: evaluate the Δp head (else the Δp term is 0).
+    """
+    natm = step.atom_numbers.shape[0]
+    geometry = slot_geometry(step.aux_atom, step.aux_slot, natm)
+    slots = scatter_to_slots(step.coeffs, geometry)
+
+    def energy_fn(s):
+        return functional.apply_slots(s, step.atom_numbers, step.coords, key=key,
+                                      inference=inference, with_delta=with_delta)
+
+    (energy, delta_pred), grad_slots = jax.value_and_grad(energy_fn, has_aux=True)(slots)
+    stats = jax.lax.stop_gradient(functional.statistics)
+    # rescaled space: ∇_{p̃} = ∇_{p′}/λ, and w̃ = w′/λ (padding functions: w′ = 0, residual 0)
+    lam = stats.scale[step.aux_slot]
+    residual = (gather_from_slots(grad_slots, geometry) - step.grad) / lam
+    w_tilde = step.norm / lam
+    grad_loss = safe_norm(project_out(residual, w_tilde), norm)
+
+    if with_delta:
+        target = standardise_delta(scatter_to_slots(step.delta, geometry), step.atom_numbers, stats)
+        mask = slot_mask(step.atom_numbers)
+        delta_loss = safe_norm(jnp.where(mask, delta_pred - target, 0.0), norm)
+    else:
+        delta_loss = jnp.zeros((), dtype=energy.dtype)
+    error = energy - step.energy
+    return StepLosses(energy=jnp.abs(error), grad=grad_loss, delta=delta_loss, energy_error=error)
+
+
+def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
+               inference: bool = True, norm: str = "l2"):
+    """Weighted mean of the per-step losses over the real rows of a padded batch.
+
+    Args:
+      functional: the learned functional.
+      batch: :class:`StepInputs` with a leading batch axis ``B``.
+      weights: ξ_eng, ξ_grad, ξ_den. A zero ξ_den skips the Δp head; a zero ξ_grad still computes
+        the gradient term for monitoring (it does not enter the loss).
+      key: dropout key (split per row) when ``inference`` is False.
+
+    Returns:
+      ``(loss, sums)``: the scalar loss Σ_b w_b L_b / Σ_b w_b and a dict of the batch sums
+      ``n`` (real rows), ``energy_abs``, ``energy_sq``, ``grad``, ``delta``, ``loss`` for metrics.
+    """
+    nbatch = batch.weight.shape[0]
+    keys = (jax.random.split(key, nbatch) if key is not None
+            else jnp.zeros((nbatch, 2), dtype=jnp.uint32))
+    with_delta = weights.delta != 0.0
+
+    def one(step, k):
+        return step_losses(functional, step, key=None if key is None else k, inference=inference,
+                           norm=norm, with_delta=with_delta)
+
+    per = jax.vmap(one)(batch, keys)
+    w = batch.weight
+    total = weights.energy * per.energy + weights.grad * per.grad + weights.delta * per.delta
+    n = jnp.sum(w)
+    loss = jnp.sum(w * total) / jnp.maximum(n, 1.0)
+    sums = {"n": n, "loss": jnp.sum(w * total), "energy_abs": jnp.sum(w * per.energy),
+            "energy_sq": jnp.sum(w * per.energy_error ** 2), "grad": jnp.sum(w * per.grad),
+            "delta": jnp.sum(w * per.delta)}
+    return loss, sums
+
