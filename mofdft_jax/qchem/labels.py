@@ -316,8 +316,8 @@ def labels_from_run(run) -> MoleculeLabels:
     settings = run.settings
     mol = run.mol
     if settings.xc.lower() not in MASKED_XC_ENERGY_DENSITIES:
-        raise ValueError(f"labels need the XC functional in the JAX functionals too: {settings.xc!r} "
-                         f"is not one of {sorted(MASKED_XC_ENERGY_DENSITIES)}")
+        raise ValueError(f"labels need the XC functional in the JAX functionals too: "
+                         f"{settings.xc!r} is not one of {sorted(MASKED_XC_ENERGY_DENSITIES)}")
     auxmol = make_auxmol(mol, make_auxbasis(settings.density_basis_source, settings.aux_beta))
     w2 = auxmol.intor("int2c2e")
     v_ext = compute_v_ext(mol, auxmol)
