@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mofdft_jax.density.frames import compute_local_frames
+from mofdft_jax.density.local_root import LocalOverlapRoot
 from mofdft_jax.density.wigner import MAX_L, wigner_d_real
 from mofdft_jax.types import Array, Bool, Float, Int
 from mofdft_jax.units import HARTREE_TO_KCAL
@@ -75,6 +76,8 @@ class AdapterGeometry(NamedTuple):
         reparametrisation is off.
       overlap_sqrt_vals: ``(naux,)`` square roots s of the eigenvalues of W, or ``None``.
       fallback: ``(natm,)`` atoms on the identity-frame fallback (not rotation invariant).
+      overlap_root: the local square root Ŝ ≈ W^{1/2} used instead of the eigendecomposition for
+        large molecules (:mod:`~mofdft_jax.density.local_root`), or ``None``.
     """
 
     aux_atom: Int[Array, "naux"]
@@ -84,6 +87,7 @@ class AdapterGeometry(NamedTuple):
     overlap_vecs: Optional[Float[Array, "naux naux"]]
     overlap_sqrt_vals: Optional[Float[Array, "naux"]]
     fallback: Bool[Array, "natm"]
+    overlap_root: Optional[LocalOverlapRoot] = None
 
 
 class AdapterStatistics(NamedTuple):
@@ -164,7 +168,8 @@ def _aux_slots(atom_numbers: np.ndarray, aux_atom: np.ndarray) -> np.ndarray:
 
 
 def build_adapter_geometry(bundle, use_local_frames: bool = True,
-                           use_reparam: bool = True) -> AdapterGeometry:
+                           use_reparam: bool = True,
+                           overlap_root: LocalOverlapRoot | None = None) -> AdapterGeometry:
     """Build the per-geometry adapter constants (frames, Wigner-D, overlap eigendecomposition).
 
     Args:
@@ -174,6 +179,10 @@ def build_adapter_geometry(bundle, use_local_frames: bool = True,
         (W = ⟨ω_μ|ω_ν⟩).
       use_local_frames: rotate each shell into its atom's local frame (spec §2.1).
       use_reparam: natural reparametrisation with the symmetric square root of W (spec §2.2).
+      overlap_root: a pre-built local square root of W (large molecules,
+        :func:`mofdft_jax.qchem.coulomb_blocks.build_local_overlap_root`); used instead of the
+        eigendecomposition of ``bundle.overlap``, consistently in every map (its inverse is the
+        exact inverse of Ŝ).
 
     Returns:
       :class:`AdapterGeometry` (float64 JAX arrays).
@@ -211,6 +220,9 @@ def build_adapter_geometry(bundle, use_local_frames: bool = True,
         fallback = np.ones(len(atom_numbers), dtype=bool)
 
     vecs = sqrt_vals = None
+    if use_reparam and overlap_root is not None:
+        return _geometry_to_jax(aux_atom, aux_slot, rot_index, rot_weight, None, None, fallback,
+                                overlap_root)
     if use_reparam:
         if getattr(bundle, "overlap", None) is None:
             raise ValueError("natural reparametrisation needs the density-basis overlap "
@@ -231,6 +243,8 @@ def pad_adapter_geometry(geometry: AdapterGeometry, natm: int, naux: int) -> Ada
     Padding functions map to the out-of-range atom ``natm`` (dropped by the slot scatter), rotate by
     the identity and have unit overlap eigenvalues; padding coefficients must be zero.
     """
+    if geometry.overlap_root is not None:
+        raise ValueError("geometries with a local overlap root (large molecules) are not padded")
     natm0 = geometry.fallback.shape[0]
     naux0 = geometry.aux_atom.shape[0]
     if natm < natm0 or naux < naux0:
@@ -257,13 +271,14 @@ def pad_adapter_geometry(geometry: AdapterGeometry, natm: int, naux: int) -> Ada
 
 
 def _geometry_to_jax(aux_atom, aux_slot, rot_index, rot_weight, vecs, sqrt_vals,
-                     fallback) -> AdapterGeometry:
+                     fallback, overlap_root=None) -> AdapterGeometry:
     as_int = lambda x: None if x is None else jnp.asarray(x, dtype=jnp.int32)  # noqa: E731
     as_float = lambda x: None if x is None else jnp.asarray(x, dtype=jnp.float64)  # noqa: E731
     return AdapterGeometry(aux_atom=as_int(aux_atom), aux_slot=as_int(aux_slot),
                            rot_index=as_int(rot_index), rot_weight=as_float(rot_weight),
                            overlap_vecs=as_float(vecs), overlap_sqrt_vals=as_float(sqrt_vals),
-                           fallback=jnp.asarray(np.asarray(fallback, dtype=bool)))
+                           fallback=jnp.asarray(np.asarray(fallback, dtype=bool)),
+                           overlap_root=overlap_root)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,6 +301,8 @@ def unrotate_coeffs(coeffs: Float[Array, "naux"],
 
 
 def _overlap_power(x, geometry: AdapterGeometry, power: float):
+    if geometry.overlap_root is not None:
+        return geometry.overlap_root.apply(x, power)
     if geometry.overlap_vecs is None:
         return x
     q = geometry.overlap_vecs

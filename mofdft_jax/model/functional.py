@@ -116,11 +116,12 @@ class LearnedFunctional(eqx.Module):
                     f"atom {a}: element {ELEMENT_SYMBOLS[z]} never appeared in this functional's "
                     f"training data (trained on {trained}); its statistics are unknown")
 
-    def prepare(self, bundle) -> AdapterGeometry:
-        """Check the elements and build the adapter geometry of ``bundle`` (host, once)."""
+    def prepare(self, bundle, overlap_root=None) -> AdapterGeometry:
+        """Check the elements and build the adapter geometry of ``bundle`` (host, once); for large
+        molecules pass a local overlap root (``qchem.coulomb_blocks.build_local_overlap_root``)."""
         self.check_elements(bundle.atom_numbers)
         return build_adapter_geometry(bundle, use_local_frames=self.use_local_frames,
-                                      use_reparam=self.use_reparam)
+                                      use_reparam=self.use_reparam, overlap_root=overlap_root)
 
     def _check_geometry(self, geometry: AdapterGeometry) -> None:
         if (geometry.rot_index is not None) != self.use_local_frames:
@@ -128,7 +129,8 @@ class LearnedFunctional(eqx.Module):
                              f"{'on' if geometry.rot_index is not None else 'off'}, the functional "
                              f"expects {'on' if self.use_local_frames else 'off'} "
                              "(use functional.prepare(bundle))")
-        if (geometry.overlap_vecs is not None) != self.use_reparam:
+        has_reparam = geometry.overlap_vecs is not None or geometry.overlap_root is not None
+        if has_reparam != self.use_reparam:
             raise ValueError("geometry and functional disagree on the natural reparametrisation "
                              "(use functional.prepare(bundle))")
 

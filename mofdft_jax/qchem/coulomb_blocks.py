@@ -434,3 +434,39 @@ def compressed_coulomb_to_dense(op: CompressedCoulomb) -> np.ndarray:
         position += nb * nrow
         np.add.at(dense, (rows[:, :, None], cols[:, None, :]), vals)
     return dense
+
+
+# ----------------------------------------------------------------------------------------------
+# the local square root of the overlap (natural reparametrisation of large molecules)
+# ----------------------------------------------------------------------------------------------
+
+def neighbourhood_overlap_fn(auxmol: gto.Mole):
+    """``fn(atoms) -> (n, n)`` overlap ⟨ω_μ|ω_ν⟩ of the density-basis functions of the sorted atom
+    indices ``atoms`` (PySCF ``int1e_ovlp`` on the sub-list of shells; no naux² array)."""
+    shell_atom = auxmol._bas[:, gto.ATOM_OF]
+
+    def block(atoms):
+        sub = auxmol.copy(deep=False)
+        sub._bas = auxmol._bas[np.isin(shell_atom, np.asarray(atoms))]
+        return sub.intor("int1e_ovlp")
+
+    return block
+
+
+def build_local_overlap_root(auxmol: gto.Mole, *, radius: float | None = None, groups=None,
+                             as_jax: bool = True, stats: dict | None = None):
+    """Local square root Ŝ ≈ W^{1/2} of the density-basis overlap
+    (:mod:`mofdft_jax.density.local_root`): one neighbourhood overlap (PySCF) and one
+    eigendecomposition per centre (heavy atom with its hydrogens)."""
+    from mofdft_jax.density.local_root import DEFAULT_RADIUS
+    from mofdft_jax.density.local_root import build_local_overlap_root as build_root
+    from mofdft_jax.qchem.basis import aux_function_atoms
+
+    t0 = time.perf_counter()
+    root = build_root(aux_function_atoms(auxmol), auxmol.atom_coords(),
+                      neighbourhood_overlap_fn(auxmol),
+                      radius=DEFAULT_RADIUS if radius is None else radius, groups=groups,
+                      atom_numbers=auxmol.atom_charges(), as_jax=as_jax, stats=stats)
+    if stats is not None:
+        stats["wall_s"] = time.perf_counter() - t0
+    return root

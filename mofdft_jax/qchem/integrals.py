@@ -102,8 +102,23 @@ def hf_forces(p, mol: gto.Mole, auxmol: gto.Mole, *, atoms_per_block: int = 16) 
     return out
 
 
+def _coulomb_operator(auxmol: gto.Mole, kind: str):
+    if kind == "dense":
+        import jax.numpy as jnp
+
+        return jnp.asarray(auxmol.intor("int2c2e"))
+    if kind == "compressed":
+        from mofdft_jax.qchem.coulomb_blocks import build_compressed_coulomb
+
+        return build_compressed_coulomb(auxmol)
+    if kind == "none":
+        return None
+    raise ValueError(f"coulomb must be 'dense', 'compressed' or 'none', got {kind!r}")
+
+
 def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | None = 2,
                           with_forces: bool = True, with_overlap: bool = True,
+                          coulomb: str = "dense",
                           grids=None) -> IntegralBundle:
     """The :class:`IntegralBundle` of one molecule (spec §4.1), as float64 JAX arrays.
 
@@ -114,6 +129,9 @@ def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | 
         grid-free targets (``txc``, ``tot``).
       with_forces: include the ``(natm, 3, naux)`` Hellmann–Feynman integrals.
       with_overlap: include the density-basis overlap W.
+      coulomb: ``"dense"`` (the ``(naux, naux)`` W̃), ``"compressed"`` (exact near field +
+        multipole far field, :func:`mofdft_jax.qchem.coulomb_blocks.build_compressed_coulomb`, for
+        molecules whose dense W̃ does not fit in memory) or ``"none"``.
       grids: optional built PySCF ``Grids`` to use for the grid terms (e.g. the KS calculation's own
         grid, so that E_XC of orbitals and of fitted densities share the points).
     """
@@ -135,7 +153,7 @@ def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | 
         return jnp.asarray(np.asarray(x, dtype=np.float64))
 
     return IntegralBundle(
-        coulomb=f64(auxmol.intor("int2c2e")),
+        coulomb=_coulomb_operator(auxmol, coulomb),
         norm=f64(compute_aux_norm(auxmol)),
         v_ext=f64(compute_v_ext(mol, auxmol)),
         n_electrons=f64(mol.nelectron),
