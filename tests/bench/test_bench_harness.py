@@ -1,0 +1,99 @@
+"""Timing harness (mofdft_jax.bench): scaling fits, baseline comparison, isolated runs.
+
+* ``fit_scaling`` recovers the exponent of synthetic t = (a N + b)^c + d data within its standard
+  error band, falls back to a log-log power law with few points, and ``predict`` brackets the truth;
+* ``compare`` flags a ratio above tolerance × baseline as a regression (exit status 1), reports new
+  and missing benchmarks, and writes the README table;
+* ``run_isolated`` runs a KS-DFT job in a fresh process (PySCF energy of H₂ matches an in-process
+  run) and reports a time-out as a lower bound instead of a number.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from mofdft_jax.bench import fit_scaling, loglog_slope, predict, run_isolated
+from mofdft_jax.bench.compare import compare, main as compare_main, run_ratios
+
+
+def test_fit_recovers_exponent(rng):
+    n = np.array([20, 40, 70, 110, 160, 230, 320, 450, 600], dtype=float)
+    truth = (0.024 * n + 0.69) ** 2.49 + 9.81
+    times = truth * np.exp(rng.normal(scale=0.03, size=n.size))
+    fit = fit_scaling(n, times)
+    assert fit.form == "(aN+b)^c+d"
+    assert abs(fit.c - 2.49) < max(3 * fit.c_err, 0.15), (fit.c, fit.c_err)
+    t, lo, hi = predict(fit, 1000.0)
+    t_true = (0.024 * 1000 + 0.69) ** 2.49 + 9.81
+    assert lo[0] <= hi[0] and abs(t[0] - t_true) / t_true < 0.3
+
+
+def test_fit_falls_back_to_power_law_with_few_points():
+    n = np.array([10.0, 20.0, 40.0])
+    fit = fit_scaling(n, 0.5 * n ** 1.7)
+    assert fit.form == "(aN)^c" and abs(fit.c - 1.7) < 1e-10
+    np.testing.assert_allclose(fit(n), 0.5 * n ** 1.7, rtol=1e-10)
+    slope, _ = loglog_slope(n, 0.5 * n ** 1.7)
+    assert abs(slope - 1.7) < 1e-10
+    with pytest.raises(ValueError):
+        fit_scaling([10.0], [1.0])
+
+
+def _run_json(ratios: dict, tmp_path, name="run.json"):
+    data = {"reference_s": 0.1, "reference": "test", "load_average": 1.0,
+            "benchmarks": [{"name": k, "fullname": k, "stats": {"median": v * 0.1},
+                            "extra_info": {}} for k, v in ratios.items()]}
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path, data
+
+
+def test_compare_flags_regressions_and_writes_table(tmp_path):
+    run_path, run = _run_json({"a": 1.0, "b": 3.2, "c": 0.5}, tmp_path)
+    ratios = run_ratios(run)
+    assert abs(ratios["b"]["ratio"] - 3.2) < 1e-12 and ratios["b"]["source"] == "session reference"
+    baseline = {"ratios": {"a": 1.1, "b": 2.0, "d": 1.0}}
+    rows = {r["benchmark"]: r for r in compare(ratios, baseline, 1.5)}
+    assert rows["a"]["status"] == "ok" and rows["b"]["status"] == "REGRESSED"
+    assert rows["c"]["status"] == "new" and rows["d"]["status"] == "not run"
+
+    base_path = tmp_path / "baseline.json"
+    base_path.write_text(json.dumps(baseline))
+    table = tmp_path / "table.md"
+    assert compare_main([str(run_path), str(base_path), "--table", str(table)]) == 1
+    assert "REGRESSED" in table.read_text() and "| benchmark |" in table.read_text()
+    # updating the baseline makes the same run pass
+    assert compare_main([str(run_path), str(base_path), "--update"]) == 0
+    assert compare_main([str(run_path), str(base_path)]) == 0
+    assert json.loads(base_path.read_text())["ratios"]["b"] == pytest.approx(3.2)
+
+
+def test_in_test_ratio_takes_precedence(tmp_path):
+    _, run = _run_json({"a": 1.0}, tmp_path)
+    run["benchmarks"][0]["extra_info"] = {"ratio": 7.0, "seconds": 0.7, "reference_s": 0.1}
+    assert run_ratios(run)["a"]["ratio"] == 7.0
+
+
+def test_isolated_ks_run_matches_in_process(tmp_path):
+    from mofdft_jax.molecules import Molecule
+    from mofdft_jax.molecules.io import write_xyz
+    from mofdft_jax.qchem.basis import make_mol
+    from mofdft_jax.qchem.ksdft import make_ks
+    from mofdft_jax.qchem.settings import PAPER_SETTINGS
+
+    h2 = Molecule.from_angstrom([1, 1], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]], name="H2")
+    path = write_xyz(tmp_path / "h2.xyz", h2)
+    settings = {"basis": "sto-3g", "grid_level": 0}
+    result = run_isolated({"kind": "ks", "system": str(path), "settings": settings},
+                          timeout_s=300, threads=1)
+    assert result["status"] == "ok", result
+    mf = make_ks(make_mol(h2, "sto-3g"), PAPER_SETTINGS.replace(**settings))
+    mf.kernel()
+    assert abs(result["energy_ha"] - mf.e_tot) < 1e-9
+    assert result["converged"] and result["peak_rss_mb"] > 10 and result["wall_s"] > 0
+    assert result["process_wall_s"] >= result["wall_s"]
+
+    timed_out = run_isolated({"kind": "ks", "system": str(path), "settings": settings},
+                             timeout_s=0.01)
+    assert timed_out["status"] == "timeout" and timed_out["wall_s"] == pytest.approx(0.01)
