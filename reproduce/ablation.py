@@ -67,6 +67,7 @@ def run(ctx):
     steps, rule = int(config["steps"]), str(config.get("rule", "iid"))
     scfg = config["ethanol"]
     data, files, _, checkpoints = prepare_system(ctx, "ethanol", scfg, ["ts_res"])
+    files = files[: int(config.get("max_eval", len(files)))]
     variants = {"full": checkpoints["ts_res"]}
     if "model" in scfg:
         for variant in config.get("variants", []):
@@ -165,8 +166,6 @@ def make_figure(summary: pd.DataFrame):
 
 
 def _describe(ck) -> str:
-    if ck.shipped:
-        return f"shipped checkpoint {ck.stem.name}"
-    s = ck.summary
-    return (f"{s.get('config')} models trained here on {s.get('n_train_molecules')} molecules "
-            f"({s.get('epochs')} epochs for the full model)")
+    from reproduce.accuracy_in_scale import describe_model
+
+    return "full model: " + describe_model(ck)

@@ -82,7 +82,9 @@ def prepare_system(ctx, name: str, scfg: dict, targets, *, label_prefix: str = "
                              max_molecules=scfg.get("max_label"),
                              include_reference=bool(scfg.get("relative_to_reference", False)))
     reference = pl.reference_file(data) if scfg.get("relative_to_reference") else None
-    files = [f for f in data.splits.get("test", []) if f != reference]
+    split = scfg.get("eval_split", "test")
+    pool = list(data.files) if split == "all" else list(data.splits.get(split, []))
+    files = [f for f in pool if f != reference]
     files = files[: int(scfg.get("max_eval", 10**9))]
     checkpoints = {}
     shipped = scfg.get("checkpoints", {})
@@ -96,16 +98,16 @@ def prepare_system(ctx, name: str, scfg: dict, targets, *, label_prefix: str = "
     return data, files, reference, checkpoints
 
 
-def system_runs(config: dict, scfg: dict, checkpoints: dict) -> list:
-    """The (method, init) runs of one system: learned × inits, classical from ``classical_init``."""
-    runs = []
-    for target, ck in checkpoints.items():
-        for init in config["inits"]:
-            runs.append(pl.Run(pl.learned_method(ck, learned_name(target)), init))
-    for kinetic in config.get("classical", []):
-        runs.append(pl.Run(pl.classical_method(kinetic, lr=scfg.get("classical_lr")),
-                           config.get("classical_init", "minao")))
-    return runs
+def system_runs(config: dict, scfg: dict, checkpoints: dict) -> tuple[list, list]:
+    """``(learned runs, classical runs)`` of one system: learned × inits; the classical
+    functionals (``classical`` of the system table, else of the experiment) from
+    ``classical_init``."""
+    learned = [pl.Run(pl.learned_method(ck, learned_name(target)), init)
+               for target, ck in checkpoints.items() for init in config["inits"]]
+    classical = [pl.Run(pl.classical_method(kinetic, lr=scfg.get("classical_lr")),
+                        config.get("classical_init", "minao"))
+                 for kinetic in scfg.get("classical", config.get("classical", []))]
+    return learned, classical
 
 
 def summarise(frame: pd.DataFrame, relative: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +197,8 @@ def make_claims(ctx, summary: pd.DataFrame, workloads: dict, gap: tuple[float, s
             add(ids[0], r.energy_mae_kcal, r.n, r.system)
             add(ids[1], r.force_mae_kcal_per_angstrom, r.n, r.system)
         if r.target == "ts_res" and r.init == HEADLINE_INIT and r.system in RELATIVE_CLAIMS:
-            kind = "vs the equilibrium structure" if r.system == "ethanol" else "all test isomer pairs"
+            kind = ("vs the equilibrium structure" if r.system == "ethanol"
+                    else "all test isomer pairs")
             add(RELATIVE_CLAIMS[r.system], r.rel_energy_mae_kcal, r.n_relative, r.system,
                 note=f"relative energies {kind}")
     value, note = gap
@@ -254,11 +257,14 @@ def run(ctx):
         scfg = config[system]
         targets = scfg.get("targets", config["targets"])
         data, files, reference, checkpoints = prepare_system(ctx, system, scfg, targets)
-        eval_files = files + ([reference] if reference and reference not in files else [])
-        runs = system_runs(config, scfg, checkpoints)
-        ev = pl.evaluate(data, eval_files, runs, steps=steps, rule=rule,
-                         cache_dir=ctx.preset_cache, refresh=ctx.force, progress=ctx.progress)
-        frame = ev.frame.copy()
+        extra = [reference] if reference and reference not in files else []
+        learned_runs, classical_runs = system_runs(config, scfg, checkpoints)
+        n_classical = int(scfg.get("classical_max_eval", len(files)))
+        parts = [pl.evaluate(data, fs, runs, steps=steps, rule=rule, cache_dir=ctx.preset_cache,
+                             refresh=ctx.force, progress=ctx.progress).frame
+                 for fs, runs in ((files + extra, learned_runs),
+                                  (files[:n_classical] + extra, classical_runs)) if runs]
+        frame = pd.concat(parts, ignore_index=True)
         frame.insert(0, "system", system)
         frame.insert(1, "role", np.where(frame["file"].isin(files), "test", "reference"))
         if scfg.get("relative_to_reference") and reference is None and len(frame):
@@ -267,7 +273,7 @@ def run(ctx):
         frames.append(frame)
         references[system] = reference
         workloads[system] = pl.describe_workload(data, len(files), steps=steps) + "; models: " + \
-            ", ".join(f"{t}: {_describe_model(ck)}" for t, ck in checkpoints.items())
+            ", ".join(f"{t}: {describe_model(ck)}" for t, ck in checkpoints.items())
         fingerprints[f"{system}_dataset"] = data.fingerprint
         for t, ck in checkpoints.items():
             fingerprints[f"{system}_{t}_weights"] = ck.weights_sha256
@@ -290,12 +296,16 @@ def run(ctx):
     return path
 
 
-def _describe_model(ck) -> str:
-    if ck.shipped:
-        return f"shipped checkpoint {ck.stem.name}"
+def describe_model(ck) -> str:
+    """One phrase naming a checkpoint and how it was trained (for the workload column)."""
     s = ck.summary
-    return (f"{s.get('config')} config trained here ({s.get('n_train_molecules')} molecules, "
-            f"{s.get('epochs')} epochs)")
+    how = (f"{s.get('config')} config, {s.get('n_train_molecules')} training molecules, "
+           f"{s.get('epochs')} epochs")
+    if ck.shipped:
+        return f"shipped checkpoint {ck.stem.name} ({how})"
+    if "train_config" not in s:  # a checkpoint given by path
+        return f"checkpoint {ck.stem} ({how})"
+    return f"trained here ({how})"
 
 
 def _intro(ctx, config, summary, workloads, gap) -> str:

@@ -1,5 +1,5 @@
-"""Density quality (spec §5.2 "Density quality", Results 2.2): dipole moments and Hirshfeld charges of
-the optimised densities against KS, M-OFDFT vs TF+1/9vW; radial densities around C and O against KS
+"""Density quality (spec §5.2, Results 2.2): dipole moments and Hirshfeld charges of the optimised
+densities against KS, M-OFDFT vs TF+1/9vW; radial densities around C and O against KS
 and APBE.
 
 All densities are expansions in the density basis, ρ_p(r) = Σ_μ p_μ ω_μ(r):
@@ -240,6 +240,7 @@ def run(ctx):
     steps, rule = int(config["steps"]), str(config.get("rule", "iid"))
     scfg = config["ethanol"]
     data, files, reference, checkpoints = prepare_system(ctx, "ethanol", scfg, ["ts_res"])
+    files = files[: int(config.get("max_eval", len(files)))]
     learned = pl.learned_method(checkpoints["ts_res"], learned_name("ts_res"))
     runs = [pl.Run(learned, config.get("learned_init", "projminao"))]
     runs += [pl.Run(pl.classical_method(k, lr=scfg.get("classical_lr")),
@@ -279,9 +280,10 @@ def run(ctx):
     per_mol, summary = compare_to_ks(props[props["role"] == "test"])
     radial = pd.DataFrame(radial)
 
-    workload = pl.describe_workload(data, len(files), steps=steps) + \
-        f"; model: {checkpoints['ts_res'].label} ({'shipped' if checkpoints['ts_res'].shipped else 'trained here'}); " \
-        f"properties on a level-{config['grid_level']} Becke grid"
+    origin = "shipped" if checkpoints["ts_res"].shipped else "trained here"
+    workload = (pl.describe_workload(data, len(files), steps=steps)
+                + f"; model: {checkpoints['ts_res'].label} ({origin}); "
+                f"properties on a level-{config['grid_level']} Becke grid")
     hardware = describe_hardware()
     claim_rows = []
     for r in summary.itertuples(index=False):

@@ -27,13 +27,15 @@ same thing — continues where the last one stopped:
 Metrics of spec §5.1 on the tidy frame: :func:`absolute_mae`, :func:`relative_to_reference`,
 :func:`isomer_pair_errors`.
 
+``mofdft reproduce --force`` (``ctx.force``) recomputes the evaluations, never the labels or the
+trained models: delete ``<cache>/<preset>/datasets`` or ``models`` for that.
+
 Determinism: labels are byte-identical per recipe, training is bit-identical per seed, the solver
 is deterministic on a given machine; only the wall-time columns change between reruns.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import io
@@ -313,7 +315,8 @@ class CheckpointHandle:
       stem: checkpoint stem (accepted by :func:`mofdft_jax.model.checkpoint.load_checkpoint`).
       label: row label in the tables.
       weights_sha256: checksum of the weights (identifies the model in caches).
-      summary: the training summary (empty for a shipped checkpoint), without per-epoch history.
+      summary: the training summary without per-epoch history (for a checkpoint not trained by
+        :func:`ensure_checkpoint`: config, training molecules and epochs from its metadata).
       shipped: whether it is a checkpoint shipped with the package.
     """
 
@@ -343,8 +346,12 @@ def resolve_checkpoint(name: str, label: str | None = None) -> CheckpointHandle:
         raise FileNotFoundError(f"{meta_path}: no such checkpoint"
                                 + (f" (shipped: {', '.join(available)})" if shipped else ""))
     meta = read_checkpoint_metadata(path)
+    extra = meta.get("extra", {})
+    summary = {"config": extra.get("model_config_name"),
+               "n_train_molecules": extra.get("splits", {}).get("train"),
+               "epochs": extra.get("epochs_completed"), "dataset": extra.get("dataset")}
     return CheckpointHandle(stem=weights.with_suffix(""), label=label or weights.stem,
-                            weights_sha256=str(meta.get("weights_sha256", "")), summary={},
+                            weights_sha256=str(meta.get("weights_sha256", "")), summary=summary,
                             shipped=shipped)
 
 
@@ -665,6 +672,7 @@ class _MoleculeSetup:
         p = np.asarray(result.coeffs)
         forces = np.asarray(hf_forces(result.coeffs, self.bundle))
         e_ks = float(self.labels.ks_energy["e_tot"])
+        force_err = np.abs(forces - np.asarray(self.labels.hf_forces_ref))
         row = {
             "molecule": self.labels.molecule.name, "formula": self.labels.molecule.formula,
             "n_atoms": int(self.mol.natm), "method": method.name, "target": target,
@@ -673,8 +681,8 @@ class _MoleculeSetup:
             "energy_error_kcal": (float(result.energy) - e_ks) * HARTREE_TO_KCAL,
             "initial_energy_error_kcal": (float(result.trajectory.energy[0]) - e_ks)
             * HARTREE_TO_KCAL,
-            "force_mae_kcal_per_angstrom": float(np.mean(np.abs(
-                forces - np.asarray(self.labels.hf_forces_ref)))) * HA_PER_BOHR_TO_KCAL_PER_ANGSTROM,
+            "force_mae_kcal_per_angstrom": float(np.mean(force_err))
+            * HA_PER_BOHR_TO_KCAL_PER_ANGSTROM,
             "chosen_step": int(result.chosen_step), "status": str(result.status),
             "proj_grad_norm": float(result.proj_grad_norm),
             "setup_wall_s": setup_s, "solve_wall_s": solve_s,
@@ -756,18 +764,7 @@ def describe_workload(data: DatasetHandle, n_eval: int, *, steps: int) -> str:
     s = data.label_settings
     return (f"{data.name} ({data.spec.preset} recipe, {len(data.files)} labelled molecules; "
             f"PBE/{s.get('basis')}, grid level {s.get('grid_level')}); {n_eval} test molecules, "
-            f"{steps} solver steps")
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """Recursive dict merge (``override`` wins), used for config sections."""
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+            f"{steps} solver steps" + ("" if steps == 1000 else " (paper: 1000)"))
 
 
 # =================================================================================================
