@@ -19,7 +19,8 @@ from pathlib import Path
 from reproduce.common import PRESETS
 
 #: Experiments in the order ``mofdft reproduce`` runs them (module names under ``reproduce/``).
-EXPERIMENTS: tuple[str, ...] = ("accuracy_in_scale", "density_quality", "ablation")
+EXPERIMENTS: tuple[str, ...] = ("accuracy_in_scale", "density_quality", "ablation",
+                                "extrapolation", "peptide_extrapolation", "pes_geometry")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
