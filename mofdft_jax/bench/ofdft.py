@@ -181,11 +181,13 @@ def run_ofdft(molecule, functional_spec: str = "fresh:small:txc", *, steps: int 
         t_solve0 = time.perf_counter()
         result = solve(energy_terms_fn, p0, inputs, steps=steps, lr=lr, max_rise=np.inf)
     record.update({"solve_s": t.wall_s, "solve_cpu_s": t.cpu_s, "n_steps": int(result.n_steps),
-                   "status": result.status, "energy_ha": float(result.energy),
+                   "solver_status": result.status, "energy_ha": float(result.energy),
                    "energy_initial_ha": float(result.trajectory.energy[0]),
                    "energy_final_ha": float(result.energy_final),
                    "electron_count_error": float(np.abs(result.trajectory.n_electrons
                                                         - mol.nelectron).max())})
+    # a run that stopped early (divergence) evaluated fewer steps: not a valid timing
+    record["status"] = "ok" if result.n_steps == steps else "incomplete"
     if len(stamps) >= 2:
         (s0, w0), (s1, w1) = stamps[0], stamps[-1]
         per_step = (w1 - w0) / max(s1 - s0, 1)
