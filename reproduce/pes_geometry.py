@@ -530,8 +530,9 @@ def run(ctx):
     model = describe_model(ck, source)
     workload = (f"ethanol ({len(starts)} thermal structures at {gcfg['temperature_k']} K), "
                 f"ASE {gcfg.get('optimizer', 'BFGS')} <= {gcfg['max_steps']} steps to fmax "
-                f"{gcfg['fmax_ev_per_angstrom']} eV/A; M-OFDFT HF forces ({model}, "
-                f"warm-started {gcfg.get('warm_steps', methods.steps)}-step solves) vs KS "
+                f"{gcfg['fmax_ev_per_angstrom']} eV/A; M-OFDFT HF forces ({model}, first solve "
+                f"{methods.steps} steps from {methods.init}, then warm-started "
+                f"{gcfg.get('warm_steps', methods.steps)}-step solves) vs KS "
                 f"PBE/{methods.basis} grid level {methods.grid_level} analytic forces")
     claims = make_claims(ctx, geomopt, workload, str(config.get("scale", "reduced")))
     figures = {"pes_torsion": make_pes_figure(frame, "torsion",
