@@ -20,7 +20,8 @@ from reproduce.common import PRESETS
 
 #: Experiments in the order ``mofdft reproduce`` runs them (module names under ``reproduce/``).
 EXPERIMENTS: tuple[str, ...] = ("accuracy_in_scale", "density_quality", "ablation",
-                                "extrapolation", "peptide_extrapolation", "pes_geometry")
+                                "extrapolation", "peptide_extrapolation", "pes_geometry",
+                                "scaling", "protein_speedup")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -58,6 +58,9 @@ def run_isolated(job: dict, *, timeout_s: float | None = None, threads: int | No
         and ``wall_s`` = the limit (a lower bound of the true time).
       threads: ``OMP_NUM_THREADS`` / BLAS threads of the run (default: all cores).
 
+    With ``MOFDFT_BENCH_LOG=FILE`` in the environment the workers' stderr (progress lines) is
+    appended to FILE instead of being captured.
+
     Returns:
       The worker's result dict plus ``process_wall_s`` (including the Python start-up and imports),
       ``load_before``/``load_after`` and ``status`` (``ok``, ``timeout`` or ``error``).
@@ -72,15 +75,22 @@ def run_isolated(job: dict, *, timeout_s: float | None = None, threads: int | No
     run_env.update(env or {})
     load_before = load_average()
     t0 = time.perf_counter()
+    log_path = os.environ.get("MOFDFT_BENCH_LOG")  # stream the workers' progress lines here
+    log = open(log_path, "a") if log_path else None
     try:
         proc = subprocess.run([sys.executable, "-m", "mofdft_jax.bench.worker", json.dumps(job)],
-                              capture_output=True, text=True, timeout=timeout_s, env=run_env)
+                              stdout=subprocess.PIPE, stderr=log or subprocess.PIPE, text=True,
+                              timeout=timeout_s, env=run_env)
     except subprocess.TimeoutExpired:
+        if log:
+            log.close()
         return {**job, "status": "timeout", "wall_s": float(timeout_s),
                 "process_wall_s": time.perf_counter() - t0, "load_before": load_before,
                 "load_after": load_average(),
                 "message": f"killed after {timeout_s:.0f} s (the time is a lower bound)"}
     wall = time.perf_counter() - t0
+    if log:
+        log.close()
     result = None
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):

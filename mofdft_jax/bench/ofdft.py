@@ -25,11 +25,20 @@ process and the machine load.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 
 from mofdft_jax.bench.measure import Timer, load_average, peak_rss_mb
+
+def _log(record: dict, stage: str) -> None:
+    """One progress line on stderr (``MOFDFT_BENCH_LOG`` collects them for long runs)."""
+    print(f"[ofdft {record.get('molecule')}] {stage}: " + ", ".join(
+        f"{k}={record[k]:.3g}" if isinstance(record.get(k), float) else f"{k}={record.get(k)}"
+        for k in (f"{stage}_s", f"{stage}_cpu_s", "naux") if k in record)
+        + f", rss={peak_rss_mb():.0f} MB, load={load_average():.1f}", file=sys.stderr, flush=True)
+
 
 #: Above this many density-basis functions the ``auto`` mode takes the large-system path.
 LARGE_NAUX = 8000
@@ -149,6 +158,7 @@ def run_ofdft(molecule, functional_spec: str = "fresh:small:txc", *, steps: int 
             bundle = build_integral_bundle(mol, auxmol, grid_level=None, with_forces=False,
                                            with_overlap=functional.use_reparam)
     record.update({"integrals_s": t.wall_s, "integrals_cpu_s": t.cpu_s})
+    _log(record, "integrals")
 
     with Timer() as t:
         root = None
@@ -162,6 +172,7 @@ def run_ofdft(molecule, functional_spec: str = "fresh:small:txc", *, steps: int 
         if not large:
             bundle = bundle._replace(overlap=None)  # only the eigendecomposition is needed now
     record.update({"geometry_s": t.wall_s, "geometry_cpu_s": t.cpu_s})
+    _log(record, "geometry")
 
     with Timer() as t:
         guess = fastminao_guess(mol, auxmol)
@@ -172,12 +183,18 @@ def run_ofdft(molecule, functional_spec: str = "fresh:small:txc", *, steps: int 
     record.update({"guess_s": t.wall_s, "guess_cpu_s": t.cpu_s, "init": "fastminao+delta"
                    if apply_delta else "fastminao (delta evaluated, not applied: untrained)",
                    "delta_norm": float(np.linalg.norm(delta))})
+    _log(record, "guess")
 
     energy_terms_fn = make_learned_energy_fn(functional)
     inputs = make_learned_inputs(functional, bundle, geometry)
     stamps: list[tuple[int, float]] = []
-    with Timer() as t, progress_handler(lambda step, e, g: stamps.append(
-            (step, time.perf_counter()))):
+    def on_progress(step, energy, pgn):
+        stamps.append((step, time.perf_counter()))
+        if step % 100 == 0:
+            print(f"[ofdft {record['molecule']}] step {step}: E={energy:.8f} |Pg|={pgn:.2e} "
+                  f"load={load_average():.1f}", file=sys.stderr, flush=True)
+
+    with Timer() as t, progress_handler(on_progress):
         t_solve0 = time.perf_counter()
         result = solve(energy_terms_fn, p0, inputs, steps=steps, lr=lr, max_rise=np.inf)
     record.update({"solve_s": t.wall_s, "solve_cpu_s": t.cpu_s, "n_steps": int(result.n_steps),
@@ -186,6 +203,7 @@ def run_ofdft(molecule, functional_spec: str = "fresh:small:txc", *, steps: int 
                    "energy_final_ha": float(result.energy_final),
                    "electron_count_error": float(np.abs(result.trajectory.n_electrons
                                                         - mol.nelectron).max())})
+    _log(record, "solve")
     # a run that stopped early (divergence) evaluated fewer steps: not a valid timing
     record["status"] = "ok" if result.n_steps == steps else "incomplete"
     if len(stamps) >= 2:

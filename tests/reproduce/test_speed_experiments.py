@@ -1,0 +1,91 @@
+"""The speed experiments (``scaling``, ``protein_speedup``): budget logic and the results contract.
+
+* KS-DFT stops when the next run is predicted over budget; those sizes get the fit's time and are
+  labelled ``extrapolated`` (never ``measured``), and so are speed-ups computed from them;
+* at the test-only ``micro`` scale both experiments run end to end (real isolated PySCF and
+  M-OFDFT processes: alkanes, a dipeptide, STO-3G/grid 0 KS, 5 solver steps) and write every
+  output of the results contract; claims.csv passes ``mofdft verify`` and is honest (scale
+  ``different``; protein claims only from the protein presets).
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reproduce import runner
+from reproduce import scaling
+from reproduce.verify import MEASUREMENT_COLUMNS, load_measurements, verify
+
+
+def test_ks_budget_stops_and_extrapolates(monkeypatch):
+    def fake_run(job, timeout_s=None, threads=None):
+        n = fake_run.sizes[job["system"]]
+        return {"status": "ok", "wall_s": 1e-3 * n ** 2.5, "cpu_s": 1e-3 * n ** 2.5,
+                "n_electrons": n, "process_wall_s": 1e-3 * n ** 2.5}
+
+    fake_run.sizes = {f"m{n}": n for n in (10, 20, 40, 80, 160, 320)}
+    monkeypatch.setattr(scaling, "run_isolated", fake_run)
+    systems = [(f"m{n}", f"m{n}", n) for n in (10, 20, 40, 80, 160, 320)]
+    # 80 e -> 57 s; 160 e -> 324 s (over the 200 s per-run limit): stop there
+    rows = scaling.run_ks_series(systems, {"ks_budget_s": 1000, "ks_max_run_s": 200})
+    status = [r["status"] for r in rows]
+    assert status == ["ok", "ok", "ok", "ok", "skipped", "skipped"]
+    assert "predicted" in rows[4]["message"]
+    of_rows = [{"system": s, "method": "M-OFDFT", "status": "ok", "n_electrons": n,
+                "wall_s": 0.01 * n, "cpu_s": 0.01 * n} for s, _, n in systems]
+    table, fits = scaling.analyse(of_rows + rows, "wall")
+    ks = table[table["method"] == "KS-DFT"].set_index("system")
+    assert list(ks.loc[["m160", "m320"], "kind"]) == ["extrapolated", "extrapolated"]
+    assert abs(fits["KS-DFT"].c - 2.5) < 1e-6
+    np.testing.assert_allclose(ks.loc["m320", "wall_s"], 1e-3 * 320 ** 2.5, rtol=1e-6)
+    speed = table[table["method"] == "speedup"].set_index("system")
+    assert speed.loc["m320", "kind"] == "extrapolated" and speed.loc["m10", "kind"] == "measured"
+
+
+@pytest.fixture(scope="module")
+def micro_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speed")
+    ctx = runner.RunContext(preset="micro", out_dir=root / "results", cache_dir=root / "cache",
+                            progress=False)
+    from reproduce import protein_speedup
+
+    return ctx, scaling.run(ctx), protein_speedup.run(ctx)
+
+
+def test_scaling_micro_results_contract(micro_results):
+    ctx, path, _ = micro_results
+    for f in ("scaling.csv", "scaling.md", "claims.csv", "run_info.json", "fits.csv",
+              "scaling.png"):
+        assert (path / f).is_file(), f
+    table = pd.read_csv(path / "scaling.csv")
+    measured = table[(table["kind"] == "measured") & table["method"].isin(scaling.METHODS)]
+    assert set(measured["method"]) >= {"M-OFDFT", "KS-DFT"}
+    assert (measured[measured["method"] == "M-OFDFT"]["n_steps"] == 5).all()
+    assert (measured["wall_s"] > 0).all() and (measured["peak_rss_mb"] > 0).all()
+    claims = pd.read_csv(path / "claims.csv")
+    assert list(claims.columns) == MEASUREMENT_COLUMNS
+    assert set(claims["claim_id"]) >= {"scaling_exponent_mofdft", "scaling_exponent_ksdft"}
+    assert set(claims["scale"]) == {"different"}
+    info = json.loads((path / "run_info.json").read_text())
+    assert info["preset"] == "micro" and info["hardware"] and "load" in (
+        path / "scaling.md").read_text()
+
+
+def test_protein_micro_results_contract(micro_results):
+    ctx, _, path = micro_results
+    assert path.name == "protein_speedup"
+    table = pd.read_csv(path / "protein_speedup.csv")
+    row = table.iloc[0]
+    assert row["mode"] == "large" and bool(row["stand_in"]) and row["n_steps"] == 5
+    # the KS time of the stand-in is the scaling fit, labelled extrapolated
+    assert row["ks_kind"] == "extrapolated" and row["speedup"] > 0
+    summary = pd.read_csv(path / "summary.csv")
+    assert "speed-up (paper)" in summary.columns
+    # a stand-in makes no protein claim
+    assert len(pd.read_csv(path / "claims.csv")) == 0
+    measurements = load_measurements(ctx.out_dir)
+    verdicts = {v.claim_id: v for v in verify(ctx.out_dir)}
+    assert "protein_2wxc_speedup" not in set(measurements["claim_id"])
+    assert verdicts["scaling_exponent_ksdft"].status != "reproduced"  # never at paper scale
