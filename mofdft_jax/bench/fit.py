@@ -101,7 +101,8 @@ def fit_scaling(n_electrons, times) -> ScalingFit:
     p0 = [base.a, 0.0, base.c, 0.0]
     try:
         params, cov = curve_fit(scaling_model, n, t, p0=p0, sigma=0.1 * t, absolute_sigma=False,
-                                bounds=([0.0, -np.inf, 0.2, -np.inf], [np.inf, np.inf, 6.0, np.inf]),
+                                bounds=([0.0, -np.inf, 0.2, -np.inf],
+                                        [np.inf, np.inf, 6.0, np.inf]),
                                 maxfev=20000)
     except (RuntimeError, ValueError):
         return base

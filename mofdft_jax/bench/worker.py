@@ -66,8 +66,9 @@ def run_job(job: dict) -> dict:
     if kind == "ofdft":
         from mofdft_jax.bench.ofdft import run_ofdft
 
-        options = {k: job[k] for k in ("steps", "lr", "mode", "radius", "coulomb_tol",
-                                       "with_forces", "basis", "apply_delta", "profile") if k in job}
+        keys = ("steps", "lr", "mode", "radius", "coulomb_tol", "with_forces", "basis",
+                "apply_delta", "profile")
+        options = {k: job[k] for k in keys if k in job}
         return run_ofdft(_molecule(job["system"]), job.get("functional", "fresh:small:txc"),
                          **options)
     if kind == "roofline":

@@ -4,8 +4,8 @@ run, and ratios to it.
 Shared machines are noisy (the CI machine has 2 cores and several jobs at once), so a benchmark is
 judged by ``ratio = time / reference``, where the reference is a FIXED computation timed in the same
 process right before the benchmark: a float64 NumPy matrix product (BLAS, compute-bound) plus a
-small jitted JAX kernel (value and gradient of an MLP-like function, XLA:CPU) — the two kinds of work
-the package does. Load on the machine slows both alike, so the ratio is far steadier than the
+small jitted JAX kernel (value and gradient of an MLP-like function, XLA:CPU) — the two kinds of
+work the package does. Load on the machine slows both alike, so the ratio is far steadier than the
 time.
 
 * fixture ``reference_s``: the reference's median time (seconds) measured just before the test;
@@ -92,7 +92,8 @@ def store_ratio(benchmark, seconds: float, reference_s: float, **extra) -> float
 
 @pytest.fixture
 def record_ratio():
-    """:func:`store_ratio` as a fixture: ``record_ratio(benchmark, seconds, reference_s, **extra)``."""
+    """:func:`store_ratio` as a fixture:
+    ``record_ratio(benchmark, seconds, reference_s, **extra)``."""
     return store_ratio
 
 

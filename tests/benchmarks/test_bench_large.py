@@ -1,4 +1,4 @@
-"""Benchmark: one M-OFDFT solver step on a 104-atom molecule through the large-system path (issue 8).
+"""Benchmark: one M-OFDFT solver step on a 104-atom molecule, large-system path (issue 8).
 
 C₃₄H₇₀ (104 atoms, 274 electrons, 5106 density-basis functions) with everything the ~700-atom
 proteins use: the compressed Coulomb operator (exact near field + multipole far field), the local
