@@ -62,7 +62,7 @@ CLAIM_INIT = "projminao"
 
 def run(ctx):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/ablation``."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = pl.load_experiment_config(EXPERIMENT, ctx.preset)
     steps, rule = int(config["steps"]), str(config.get("rule", "iid"))
     scfg = config["ethanol"]
@@ -95,7 +95,8 @@ def run(ctx):
     figures = {"ablation": make_figure(summary)} if len(summary) else {}
     fingerprints = {"ethanol_dataset": data.fingerprint}
     fingerprints.update({f"{name}_weights": ck.weights_sha256 for name, ck in variants.items()})
-    path = pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, table=frame, claims=claims,
+    path = pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, cpu0=cpu0,
+                                table=frame, claims=claims,
                                 data_fingerprints=fingerprints, intro=intro, figures=figures,
                                 extra_info={"models": {n: str(ck.stem)
                                                        for n, ck in variants.items()}})

@@ -247,7 +247,7 @@ def make_figure(summary: pd.DataFrame):
 
 def run(ctx):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/accuracy_in_scale``."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = pl.load_experiment_config(EXPERIMENT, ctx.preset)
     steps, rule = int(config["steps"]), str(config.get("rule", "iid"))
     frames, references, workloads, fingerprints, models = [], {}, {}, {}, {}
@@ -288,7 +288,8 @@ def run(ctx):
     claims = make_claims(ctx, summary, workloads, gap)
     intro = _intro(ctx, config, summary, workloads, gap)
     figures = {"fig2a": make_figure(summary)} if len(summary) else {}
-    path = pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, table=frame, claims=claims,
+    path = pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, cpu0=cpu0,
+                                table=frame, claims=claims,
                                 data_fingerprints=fingerprints, intro=intro, figures=figures,
                                 extra_info={"models": models})
     summary.to_csv(path / "summary.csv", index=False)

@@ -235,7 +235,7 @@ def make_radial_figure(radial: pd.DataFrame, molecule: str):
 
 def run(ctx):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/density_quality``."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = pl.load_experiment_config(EXPERIMENT, ctx.preset)
     steps, rule = int(config["steps"]), str(config.get("rule", "iid"))
     scfg = config["ethanol"]
@@ -320,7 +320,8 @@ def run(ctx):
         markdown_table(summary),
         "",
     ])
-    path = pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, table=per_mol, claims=claims,
+    path = pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, cpu0=cpu0,
+                                table=per_mol, claims=claims,
                                 data_fingerprints={"ethanol_dataset": data.fingerprint,
                                                    "ethanol_ts_res_weights":
                                                        checkpoints["ts_res"].weights_sha256},

@@ -155,7 +155,7 @@ def fit_error_growth(n_heavy, mae, *, a_ref: float = PAPER_FIT["a"],
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                popt, pcov = curve_fit(f, x, y, p0=p0, bounds=(lower, upper), maxfev=20000)
+                popt, pcov = curve_fit(f, x, y, p0=p0, bounds=(lower, upper), maxfev=5000)
         except (RuntimeError, ValueError):
             continue
         sse = float(np.sum((f(x, *popt) - y) ** 2))

@@ -568,9 +568,11 @@ def _intro(config, methods, model, summary, geomopt, chain, bond, r0, names, lab
         f"Methods: {', '.join(names)}. M-OFDFT: {model}, from {methods.init.upper()}, "
         f"{methods.steps} steps, step size {methods.learned_lr:g}, {methods.rule.upper()} rule. "
         f"KS-DFT: PySCF PBE/{methods.basis}, grid level {methods.grid_level} (the labels' "
-        "settings), SCF to 1e-9 Ha. Classical: kinetic functional + PBE XC from "
-        f"{methods.classical_init.upper()}, step size {methods.classical_lr:g}. Relative "
-        "energies are against each method's first scan point.",
+        "settings), SCF to 1e-9 Ha. "
+        + (f"Classical: kinetic functional + PBE XC from {methods.classical_init.upper()}, "
+           f"{methods.steps} steps, step size {methods.classical_lr:g}. " if methods.classical
+           else "No classical curve at this preset. ")
+        + "Relative energies are against each method's first scan point.",
         "",
         "## Summary (paper: Fig. 2 — both curves within chemical accuracy of KS; APBE gets the "
         "torsion barrier and the O–H bond length wrong)",

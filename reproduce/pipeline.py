@@ -60,9 +60,10 @@ EVAL_COLUMNS = [
     "method", "target", "init", "steps", "lr", "rule", "energy_ha", "energy_ks_ha",
     "energy_error_kcal", "initial_energy_error_kcal", "force_mae_kcal_per_angstrom",
     "chosen_step", "status", "proj_grad_norm", "setup_wall_s", "solve_wall_s", "wall_s",
+    "solve_cpu_s",
 ]
 #: Columns that depend on the machine's speed, not on the numbers (left out of determinism checks).
-TIMING_COLUMNS = ("setup_wall_s", "solve_wall_s", "wall_s")
+TIMING_COLUMNS = ("setup_wall_s", "solve_wall_s", "wall_s", "solve_cpu_s")
 
 
 def _stable_hash(obj, n: int = 12) -> str:
@@ -666,9 +667,9 @@ class _MoleculeSetup:
             inputs = self.bundle
             target = "classical"
         setup_s = time.perf_counter() - t0 + self.setup_wall_s
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         result = solve(energy_fn, guess.coeffs, inputs, steps=steps, lr=lr, gtol=gtol, rule=rule)
-        solve_s = time.perf_counter() - t1
+        solve_s, solve_cpu_s = time.perf_counter() - t1, time.process_time() - c1
         p = np.asarray(result.coeffs)
         forces = np.asarray(hf_forces(result.coeffs, self.bundle))
         e_ks = float(self.labels.ks_energy["e_tot"])
@@ -686,7 +687,7 @@ class _MoleculeSetup:
             "chosen_step": int(result.chosen_step), "status": str(result.status),
             "proj_grad_norm": float(result.proj_grad_norm),
             "setup_wall_s": setup_s, "solve_wall_s": solve_s,
-            "wall_s": setup_s + solve_s,
+            "wall_s": setup_s + solve_s, "solve_cpu_s": solve_cpu_s,
         }
         return row, p
 
@@ -791,19 +792,35 @@ def load_experiment_config(experiment: str, preset: str) -> dict:
     return {**data.get("common", {}), **data[MICRO_PRESET]}
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished child processes (label
+    workers), seconds: on a shared machine a better measure of the work than wall time."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def finish_experiment(ctx, experiment: str, config: dict, *, t0: float, table: pd.DataFrame,
                       claims: pd.DataFrame, data_fingerprints: dict, intro: str = "",
                       figures: dict | None = None, extra_tables: dict | None = None,
-                      extra_info: dict | None = None) -> Path:
+                      extra_info: dict | None = None, cpu0: float | None = None) -> Path:
     """Write the results folder (contract of :mod:`reproduce.common`) with a ``run_info.json``
-    carrying the runner's ``config_hash`` (skip-if-done) and the experiment's config."""
+    carrying the runner's ``config_hash`` (skip-if-done), the experiment's config, and the CPU
+    time since ``cpu0`` (:func:`cpu_seconds` at the start) beside the wall time."""
+    import os as _os
+
     from reproduce.common import collect_run_info, write_experiment
     from reproduce.runner import config_hash
 
+    extra = {"config_hash": config_hash(config, ctx.preset, ctx.seed), "config": config}
+    if cpu0 is not None:
+        extra["cpu_s"] = round(cpu_seconds() - cpu0, 1)
+        load = _os.getloadavg() if hasattr(_os, "getloadavg") else None
+        extra["load_average_at_end"] = [round(x, 2) for x in load] if load else None
     info = collect_run_info(experiment, ctx.preset, {"seed": ctx.seed},
                             time.perf_counter() - t0, data_fingerprints=data_fingerprints,
-                            extra={"config_hash": config_hash(config, ctx.preset, ctx.seed),
-                                   "config": config, **(extra_info or {})})
+                            extra={**extra, **(extra_info or {})})
     path = write_experiment(ctx.out_dir, experiment, table, claims, info, markdown_intro=intro,
                             figures=figures, extra_tables=extra_tables)
     if figures:

@@ -84,17 +84,28 @@ def timing_section(folders: list[Path]) -> list[str]:
         for info_path in sorted(Path(folder).glob("*/run_info.json")):
             info = json.loads(info_path.read_text())
             rows.append((info.get("experiment", info_path.parent.name), info.get("preset", "?"),
-                         float(info.get("wall_s", float("nan"))), info.get("hardware", ""),
+                         float(info.get("wall_s", float("nan"))), info.get("cpu_s"),
+                         info.get("load_average_at_end"), info.get("hardware", ""),
                          info.get("date_utc", "")))
     if not rows:
         return []
     lines = ["### Run time per experiment and preset", "",
              "Measured wall time of the runs these results come from (labels and training "
-             "included when the cache was empty).", "",
-             "| experiment | preset | wall time | machine | date (UTC) |", "|---|---|---|---|---|"]
-    for exp, preset, wall, hw, date in sorted(rows, key=lambda r: (r[1], r[0])):
-        minutes = f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s"
-        lines.append(f"| {exp} | {preset} | {minutes} | {hw} | {date} |")
+             "included when the cache was empty), and the CPU time they used (user + system, "
+             "label workers included): on a machine shared with other jobs the wall time is "
+             "inflated, the CPU time is not.", "",
+             "| experiment | preset | wall time | CPU time | load average at end | machine | "
+             "date (UTC) |", "|---|---|---|---|---|---|---|"]
+
+    def duration(seconds) -> str:
+        if seconds is None:
+            return "—"
+        return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+    for exp, preset, wall, cpu, load, hw, date in sorted(rows, key=lambda r: (r[1], r[0])):
+        load_txt = f"{load[0]:.1f}" if load else "—"
+        lines.append(f"| {exp} | {preset} | {duration(wall)} | {duration(cpu)} | {load_txt} | "
+                     f"{hw} | {date} |")
     lines.append("")
     return lines
 

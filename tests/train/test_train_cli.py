@@ -127,7 +127,8 @@ def test_projminao_delta_conserves_charge_and_targets(trained, water_xyz):
                          ("tot", {"total"})):
         other = type(functional)(model=functional.model, statistics=functional.statistics,
                                  target=target)
-        t = make_learned_energy_fn(other)(p, inputs._replace(bundle=bundle._replace(grid=None)))
+        other_inputs = make_learned_inputs(other, bundle._replace(grid=None), geometry)
+        t = make_learned_energy_fn(other)(p, other_inputs)
         assert set(t) == keys
         if target == "txc":
             assert float(t["hartree"]) == pytest.approx(float(hartree_energy(p, bundle)))
