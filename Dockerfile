@@ -96,7 +96,6 @@ ENV PATH="/opt/venv/bin:${PATH}" \
 USER ${MOFDFT_UID}
 WORKDIR /home/mofdft
 ENTRYPOINT ["mofdft"]
-# The quick reproduction, once `mofdft reproduce` exists (issue 8), becomes the default job:
-#   CMD ["reproduce", "--preset", "quick", "--out", "/home/mofdft/results"]
-# Until then the most complete job that exists:
-CMD ["info"]
+# The default job: the quick reproduction into the mounted results folder
+#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/results:/home/mofdft/results" IMAGE
+CMD ["reproduce", "--preset", "quick", "--out", "/home/mofdft/results"]

@@ -37,8 +37,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
@@ -52,7 +50,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mofdft_jax.config import ensure_x64
 from mofdft_jax.density.adapter import AdapterStatistics
-from mofdft_jax.model.checkpoint import checkpoint_paths, save_checkpoint
+from mofdft_jax.model.checkpoint import _atomic_write, checkpoint_paths, save_checkpoint
 from mofdft_jax.model.functional import LearnedFunctional
 from mofdft_jax.train.data import TrainingSet, epoch_batches, gather_batch
 from mofdft_jax.train.losses import NORMS, LossWeights, batch_loss
@@ -234,21 +232,6 @@ def state_paths(out) -> tuple[Path, Path]:
     weights, _ = checkpoint_paths(out)
     stem = weights.with_suffix("")
     return stem.with_name(stem.name + ".train.eqx"), stem.with_name(stem.name + ".train.json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _run_identity(functional: LearnedFunctional, config: TrainConfig, fingerprint: str,
