@@ -162,6 +162,10 @@ def judge_claim(claim: pd.Series, crit: pd.Series, meas: pd.Series | None,
     if str(meas["unit"]) != unit:
         raise VerifyError(f"{claim['claim_id']}: measured unit {meas['unit']!r} != paper unit {unit!r}")
     ours = float(meas["value"])
+    if not math.isfinite(ours):
+        note = str(meas.get("note", "") or "no number")
+        return Verdict(claim["claim_id"], "not run", None, paper, unit, None,
+                       f"{note} ({meas['workload']}; preset {meas['preset']})")
     reference = None
     if crit["criterion"] == "worse_than":
         ref_id = str(crit["reference_claim"])

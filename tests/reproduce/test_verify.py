@@ -70,6 +70,17 @@ def test_failing_reduced_scale_is_not_reproduced(tmp_path):
     assert _by_id(verify(tmp_path))["qm9_energy_mae"].status == "not reproduced"
 
 
+def test_measurement_without_a_number_is_not_run_with_its_reason(tmp_path):
+    """An experiment that declines to claim a number (NaN, e.g. a size range too narrow for a
+    scaling exponent) is reported as not run, with the experiment's reason."""
+    _write_measurements(tmp_path, "scaling", [
+        {"claim_id": "scaling_exponent_mofdft", "value": float("nan"), "unit": "1",
+         "scale": "different", "note": "electron range 10-26 spans less than 4x"}])
+    v = _by_id(verify(tmp_path))["scaling_exponent_mofdft"]
+    assert v.status == "not run" and v.ours is None
+    assert "spans less than 4x" in v.detail
+
+
 def test_extrapolated_is_never_reproduced_even_if_it_passes(tmp_path):
     _write_measurements(tmp_path, "speed", [
         {"claim_id": "protein_2wxc_speedup", "value": 1000.0, "unit": "x", "kind": "extrapolated"},
