@@ -58,6 +58,7 @@ WORKDIR /src
 COPY pyproject.toml README.m[d] /src/
 COPY mofdft_jax/ /src/mofdft_jax/
 COPY reproduce/ /src/reproduce/
+COPY datasets/ /src/datasets/
 RUN /opt/venv/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist /src
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +77,8 @@ LABEL org.opencontainers.image.title="mofdft_jax" \
       io.mofdft.variant="${VARIANT}"
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=build /tmp/dist/ /tmp/dist/
+# the shipped dataset recipes and cards (read through MOFDFT_DATASETS)
+COPY --from=build /src/datasets/ /opt/mofdft/datasets/
 # the package itself (no dependencies, no index), then check that the lock is complete
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
@@ -86,6 +89,8 @@ RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.wh
 # under `docker run --gpus all` (ignored by the CPU image).
 ENV PATH="/opt/venv/bin:${PATH}" \
     JAX_ENABLE_X64=1 \
+    MOFDFT_DATASETS=/opt/mofdft/datasets \
+    MOFDFT_CACHE=/tmp/cache/mofdft_jax \
     PYTHONUNBUFFERED=1 \
     MPLBACKEND=Agg \
     MPLCONFIGDIR=/tmp/matplotlib \
