@@ -118,9 +118,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
     from mofdft_jax.qchem.basis import PAPER_BASIS, make_auxmol, make_mol
     from mofdft_jax.qchem.guesses import initial_guess
     from mofdft_jax.qchem.integrals import build_integral_bundle
-    from mofdft_jax.qchem.integrals import hf_forces as host_hf_forces
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
-    from mofdft_jax.solver import hf_forces, progress_handler, solve
+    from mofdft_jax.solver import progress_handler, solve
     from mofdft_jax.solver.learned import make_learned_inputs
 
     ensure_x64()
@@ -179,20 +178,10 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         solve_wall_s = time.perf_counter() - t_solve0
         progress.update(task, completed=steps + 1)
 
-    if with_forces:
-        forces = np.asarray(hf_forces(result.coeffs, bundle))
-    else:
-        forces = host_hf_forces(result.coeffs, mol, auxmol)
-    if trajectory is not None:
-        from mofdft_jax.commands.solve import write_trajectory_csv
+    from mofdft_jax.commands.solve import finish_solution
 
-        write_trajectory_csv(trajectory, result)
-    if cube is not None:
-        from mofdft_jax.qchem.cube import write_density_cube
-
-        write_density_cube(cube, result.coeffs, mol, auxmol,
-                           comment=f"M-OFDFT density {molecule.name} {label} "
-                                   f"step {result.chosen_step} (e/Bohr^3)")
+    forces = finish_solution(result, bundle, mol, auxmol, with_forces=with_forces,
+                             trajectory=trajectory, cube=cube, label=f"{molecule.name} {label}")
     norm = np.asarray(bundle.norm)
     summary = {
         "molecule": molecule.name,

@@ -116,9 +116,8 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
     from mofdft_jax.qchem.basis import PAPER_BASIS, make_auxmol, make_mol
     from mofdft_jax.qchem.guesses import initial_guess
     from mofdft_jax.qchem.integrals import build_integral_bundle
-    from mofdft_jax.qchem.integrals import hf_forces as host_hf_forces
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
-    from mofdft_jax.solver import hf_forces, make_energy_fn, progress_handler, solve
+    from mofdft_jax.solver import make_energy_fn, progress_handler, solve
 
     ensure_x64()
     t_start = time.perf_counter()
@@ -161,18 +160,9 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         solve_wall_s = time.perf_counter() - t_solve0
         progress.update(task, completed=steps + 1)
 
-    if with_forces:
-        forces = np.asarray(hf_forces(result.coeffs, bundle))
-    else:
-        forces = host_hf_forces(result.coeffs, mol, auxmol)
-    if trajectory is not None:
-        write_trajectory_csv(trajectory, result)
-    if cube is not None:
-        from mofdft_jax.qchem.cube import write_density_cube
-
-        write_density_cube(cube, result.coeffs, mol, auxmol,
-                           comment=f"M-OFDFT density {molecule.name} {functional}+{xc} "
-                                   f"step {result.chosen_step} (e/Bohr^3)")
+    forces = finish_solution(result, bundle, mol, auxmol, with_forces=with_forces,
+                             trajectory=trajectory, cube=cube,
+                             label=f"{molecule.name} {functional}+{xc}")
 
     norm = np.asarray(bundle.norm)
     summary = {
@@ -215,6 +205,31 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         "wall_s": time.perf_counter() - t_start,
     }
     return summary, result
+
+
+def finish_solution(result, bundle, mol, auxmol, *, with_forces: bool, trajectory, cube,
+                    label: str):
+    """Hellmann–Feynman forces of the reported density (``(natm, 3)`` Ha/Bohr: from the bundle's
+    force integrals when it has them, else from PySCF), and the optional trajectory CSV and
+    density cube of a solve (shared by the classical and the learned ``mofdft solve``)."""
+    import numpy as np
+
+    from mofdft_jax.qchem.integrals import hf_forces as host_hf_forces
+    from mofdft_jax.solver import hf_forces
+
+    if with_forces:
+        forces = np.asarray(hf_forces(result.coeffs, bundle))
+    else:
+        forces = host_hf_forces(result.coeffs, mol, auxmol)
+    if trajectory is not None:
+        write_trajectory_csv(trajectory, result)
+    if cube is not None:
+        from mofdft_jax.qchem.cube import write_density_cube
+
+        write_density_cube(cube, result.coeffs, mol, auxmol,
+                           comment=f"M-OFDFT density {label} step {result.chosen_step} "
+                                   "(e/Bohr^3)")
+    return forces
 
 
 def write_trajectory_csv(path: Path, result) -> None:
