@@ -101,10 +101,17 @@ def ks_fit(ctx, config: dict, cache: Path):
             f"calibration series run here ({', '.join(r['system'] for r in ok)}, {metric} time)")
 
 
-def run(ctx, folder: str | None = None):
-    """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/<folder>``."""
+def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
+        max_run_s: float | None = None):
+    """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/<folder>``; ``systems`` and
+    ``max_run_s`` replace the preset's list of systems and its per-solve time limit (recorded in
+    the run's config)."""
     t0 = time.perf_counter()
-    config = load_protein_config(ctx.preset)
+    config = dict(load_protein_config(ctx.preset))
+    if systems:
+        config["systems"] = list(systems)
+    if max_run_s is not None:
+        config["ofdft_max_run_s"] = float(max_run_s)
     folder = folder or (PROTEIN_CPU_FOLDER if ctx.preset == PROTEIN_CPU_PRESET else EXPERIMENT)
     cache = ctx.preset_cache / "bench"
     metric = config.get("time_metric", "wall")
@@ -232,11 +239,15 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default=PROTEIN_CPU_PRESET)
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--systems", nargs="+", default=None,
+                        help="systems to solve instead of the preset's (e.g. protein:2WXC)")
+    parser.add_argument("--max-run-s", type=float, default=None,
+                        help="time limit of each M-OFDFT solve, seconds (preset: ofdft_max_run_s)")
     args = parser.parse_args(argv)
     enable_x64()
     ctx = RunContext(preset=args.preset, out_dir=args.out,
                      cache_dir=args.cache or default_cache_dir(), progress=False)
-    path = run(ctx)
+    path = run(ctx, systems=args.systems, max_run_s=args.max_run_s)
     print(path)
     return 0
 
