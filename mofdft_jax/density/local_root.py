@@ -124,7 +124,7 @@ def hydrogen_groups(atom_numbers: np.ndarray, coords: np.ndarray) -> list[np.nda
     return [np.array(sorted(v)) for _, v in sorted(members.items())]
 
 
-def _bucket_bounds(widths: np.ndarray, max_buckets: int) -> list[tuple[int, int]]:
+def bucket_bounds(widths: np.ndarray, max_buckets: int) -> list[tuple[int, int]]:
     """Split ascending ``widths`` into ≤ ``max_buckets`` contiguous groups minimising the padded
     size Σ len(group)·max(group) (dynamic programming over ≤ 64 quantile boundaries)."""
     n = len(widths)
@@ -164,7 +164,7 @@ def pack_block_rows(blocks: Sequence[tuple[int, np.ndarray, np.ndarray]], n: int
     for nrow in sorted(by_rows):
         items = sorted(by_rows[nrow], key=lambda it: len(it[1]))
         widths = np.array([max(len(it[1]), 1) for it in items])
-        for start, stop in _bucket_bounds(widths, max_buckets):
+        for start, stop in bucket_bounds(widths, max_buckets):
             group = items[start:stop]
             kpad = int(widths[stop - 1])
             cols = np.zeros((len(group), kpad), dtype=np.int32)

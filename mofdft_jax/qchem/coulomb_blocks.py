@@ -47,6 +47,7 @@ import numpy as np
 from pyscf import gto
 from scipy.special import erfc, gammaln
 
+from mofdft_jax.density.local_root import bucket_bounds
 from mofdft_jax.functionals.coulomb_fmm import CompressedCoulomb, NearBucket
 
 #: Default bound on the relative deviation of a dropped Gaussian pair from its multipole value.
@@ -276,36 +277,6 @@ def _shell_tables(auxmol: gto.Mole):
     return ao_loc, f_atom, f_l, f_alpha
 
 
-def _bucket_bounds(widths: np.ndarray, max_buckets: int) -> list[tuple[int, int]]:
-    """Split ascending ``widths`` into ≤ ``max_buckets`` contiguous groups minimising the padded
-    size Σ_groups len(group)·max(group) (dynamic programming over ≤ 64 quantile boundaries)."""
-    n = len(widths)
-    cand = np.unique(np.concatenate([np.searchsorted(widths, np.quantile(widths, np.linspace(
-        0, 1, 65)[1:-1]), side="right"), [n]]))
-    cand = cand[(cand > 0) & (cand <= n)]
-    m = len(cand)
-    inf = float("inf")
-    # best[b][i]: minimal padded size covering items [0, cand[i]) with b+1 groups
-    best = np.full((max_buckets, m), inf)
-    back = np.zeros((max_buckets, m), dtype=np.int64)
-    best[0] = cand * widths[cand - 1]
-    for b in range(1, max_buckets):
-        for i in range(m):
-            for j in range(i):
-                cost = best[b - 1, j] + (cand[i] - cand[j]) * widths[cand[i] - 1]
-                if cost < best[b, i]:
-                    best[b, i], back[b, i] = cost, j
-    b = int(np.argmin(best[:, m - 1]))
-    bounds, i = [], m - 1
-    while True:
-        start = cand[back[b, i]] if b > 0 else 0
-        bounds.append((int(start), int(cand[i])))
-        if b == 0:
-            break
-        i, b = back[b, i], b - 1
-    return bounds[::-1]
-
-
 def _bucket_rows(rows_by_l: dict, naux: int, max_buckets: int):
     """Group row shells of equal l by column count, at most ``max_buckets`` groups per l."""
     buckets = []
@@ -315,7 +286,7 @@ def _bucket_rows(rows_by_l: dict, naux: int, max_buckets: int):
         items = sorted(rows_by_l[l], key=lambda it: len(it[1]))
         widths = np.array([max(len(it[1]), 1) for it in items])
         nrow = 2 * l + 1
-        for start, stop in _bucket_bounds(widths, max_buckets):
+        for start, stop in bucket_bounds(widths, max_buckets):
             group = items[start:stop]
             kpad = int(widths[stop - 1])
             cols = np.zeros((len(group), kpad), dtype=np.int32)
