@@ -67,13 +67,13 @@ def _fit(prepared, weights: LossWeights, epochs: int = 150):
 
 def test_overfitting_a_handful_of_steps(tiny_prepared):
     """All labelled steps of water and methane (10) are fitted with the paper's ethanol weights
-    (1, 0.1, 0.08): the energy MAE falls more than tenfold (measured 12.2 -> 0.91 kcal/mol, loss
-    13.4 -> 1.6 in 150 epochs)."""
-    before, after, result = _fit(tiny_prepared, LossWeights(1.0, 0.1, 0.08))
-    assert after["energy_mae_kcal"] < before["energy_mae_kcal"] / 8
-    assert after["loss"] < before["loss"] / 4
+    (1, 0.1, 0.08): the energy MAE falls by two orders of magnitude and the loss by more than one
+    (measured in 300 epochs: 12.2 -> 0.06 kcal/mol, loss 13.4 -> 0.71)."""
+    before, after, result = _fit(tiny_prepared, LossWeights(1.0, 0.1, 0.08), epochs=300)
+    assert after["energy_mae_kcal"] < before["energy_mae_kcal"] / 100
+    assert after["loss"] < before["loss"] / 10
     assert after["delta_loss"] < before["delta_loss"]
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 4
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 10
 
 
 def test_gradient_labels_are_learnable(tiny_prepared):
