@@ -306,7 +306,7 @@ def make_figure(frame: pd.DataFrame, sizes: pd.DataFrame, fit: GrowthFit):
 
 def run(ctx):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/extrapolation``."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = pl.load_experiment_config(EXPERIMENT, ctx.preset)
     steps, rule = int(config["steps"]), str(config.get("rule", "ood"))
     train = pl.ensure_dataset(ctx, pl.DatasetSpec.from_config(config["train"]))
@@ -346,7 +346,7 @@ def run(ctx):
     fingerprints = {"train_dataset": train.fingerprint, "test_dataset": test.fingerprint,
                     "weights": ck.weights_sha256}
     path = pl.finish_experiment(
-        ctx, EXPERIMENT, config, t0=t0, table=frame, claims=claims,
+        ctx, EXPERIMENT, config, t0=t0, cpu0=cpu0, table=frame, claims=claims,
         data_fingerprints=fingerprints, intro=intro, figures=figures,
         extra_tables={"fit": fit_table(fit)},
         extra_info={"model": {"checkpoint": str(ck.stem),

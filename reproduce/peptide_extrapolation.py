@@ -147,7 +147,7 @@ def make_figure(summary: pd.DataFrame):
 
 def run(ctx):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/peptide_extrapolation``."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = pl.load_experiment_config(EXPERIMENT, ctx.preset)
     steps, rule = int(config["steps"]), str(config.get("rule", "ood"))
     train = pl.ensure_dataset(ctx, pl.DatasetSpec.from_config(config["train"]))
@@ -187,7 +187,7 @@ def run(ctx):
     intro = _intro(workload, summary)
     figures = {"fig3c": make_figure(summary)} if len(summary) else {}
     path = pl.finish_experiment(
-        ctx, EXPERIMENT, config, t0=t0, table=frame, claims=claims,
+        ctx, EXPERIMENT, config, t0=t0, cpu0=cpu0, table=frame, claims=claims,
         data_fingerprints=fingerprints, intro=intro, figures=figures,
         extra_info={"model": {"checkpoint": str(ck.stem),
                               "train": {k: ck.summary.get(k) for k in

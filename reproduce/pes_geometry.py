@@ -480,7 +480,7 @@ def run(ctx):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/pes_geometry``."""
     from rich.console import Console
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = pl.load_experiment_config(EXPERIMENT, ctx.preset)
     console = Console(stderr=True, quiet=not ctx.progress)
 
@@ -544,7 +544,8 @@ def run(ctx):
     if data is not None:
         fingerprints["dataset"] = data.fingerprint
     intro = _intro(config, methods, model, summary, geomopt, chain, bond, r0, names, s)
-    path = pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, table=frame, claims=claims,
+    path = pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, cpu0=cpu0,
+                                table=frame, claims=claims,
                                 data_fingerprints=fingerprints, intro=intro, figures=figures,
                                 extra_info={"model": {"checkpoint": str(ck.stem),
                                                       "source": source,

@@ -106,7 +106,7 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/<folder>``; ``systems`` and
     ``max_run_s`` replace the preset's list of systems and its per-solve time limit (recorded in
     the run's config)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = dict(load_protein_config(ctx.preset))
     if systems:
         config["systems"] = list(systems)
@@ -224,7 +224,8 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
         extra["roofline"] = pd.DataFrame(roofline)
     keep = [c for c in table.columns if not c.startswith("coulomb_") or c in (
         "coulomb_near_bytes", "coulomb_far_bytes", "coulomb_wall_s")]
-    return pl.finish_experiment(ctx, folder, config, t0=t0, table=table[keep], claims=claims,
+    return pl.finish_experiment(ctx, folder, config, t0=t0, cpu0=cpu0,
+                                table=table[keep], claims=claims,
                                 data_fingerprints={}, intro=intro, figures={},
                                 extra_tables=extra,
                                 extra_info={"time_metric": metric, "ks_fit_source": fit_source})

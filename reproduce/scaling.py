@@ -189,7 +189,7 @@ def analyse(rows: list[dict], metric: str):
 
 def run(ctx):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/scaling``."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = pl.load_experiment_config(EXPERIMENT, ctx.preset)
     metric = config.get("time_metric", "wall")
     cache = ctx.preset_cache / "bench"
@@ -268,7 +268,8 @@ def run(ctx):
             "cpu_s", "value", "peak_rss_mb", "compile_s", "step_ms", "load_before", "load_after",
             "density_fit", "scf_cycles", "n_steps", "solver_status", "mode", "message"]
     out_table = table[[c for c in keep if c in table.columns]]
-    return pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, table=out_table, claims=claims,
+    return pl.finish_experiment(ctx, EXPERIMENT, config, t0=t0, cpu0=cpu0,
+                                table=out_table, claims=claims,
                                 data_fingerprints={}, intro=intro, figures=figures,
                                 extra_tables={"fits": fit_table},
                                 extra_info={"time_metric": metric})
