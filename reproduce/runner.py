@@ -3,7 +3,7 @@
 Resumability (DESIGN.md presets): labels and checkpoints are cached under ``ctx.cache_dir`` by
 the experiments themselves (``mofdft datagen`` / ``mofdft train`` are resumable); a finished
 experiment leaves ``<out>/<experiment>/run_info.json`` with a ``config_hash`` and is skipped when
-rerun with the same preset, seed and config unless ``force`` is set.
+rerun with the same preset, seed, config and git commit unless ``force`` is set.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from reproduce.common import PRESETS
+from reproduce.common import PRESETS, git_commit
 
 #: Experiments in the order ``mofdft reproduce`` runs them (module names under ``reproduce/``).
 EXPERIMENTS: tuple[str, ...] = ("accuracy_in_scale", "density_quality", "ablation",
@@ -69,7 +69,7 @@ def config_hash(config: dict, preset: str, seed: int) -> str:
 
 
 def is_done(ctx: RunContext, experiment: str, config: dict) -> bool:
-    """Whether ``experiment`` already finished with this preset, seed and config."""
+    """Whether ``experiment`` already finished with this preset, seed, config and code commit."""
     info = ctx.out_dir / experiment / "run_info.json"
     if ctx.force or not info.exists():
         return False
@@ -77,7 +77,16 @@ def is_done(ctx: RunContext, experiment: str, config: dict) -> bool:
         data = json.loads(info.read_text())
     except (OSError, ValueError):
         return False
-    return data.get("config_hash") == config_hash(config, ctx.preset, ctx.seed)
+    if data.get("config_hash") != config_hash(config, ctx.preset, ctx.seed):
+        return False
+    # same code too: results committed from another commit (or a container without git, where
+    # the commit is unknown) are recomputed, not silently reused; "-dirty" is ignored because
+    # writing results into a tracked folder dirties the tree during the run itself
+    return _code_id(data.get("git_commit")) == _code_id(git_commit())
+
+
+def _code_id(commit: str | None) -> str | None:
+    return commit.removesuffix("-dirty") if commit else None
 
 
 def resolve_experiments(names: list[str] | None) -> list[str]:
