@@ -47,7 +47,7 @@ import numpy as np
 from pyscf import gto
 from scipy.special import erfc, gammaln
 
-from mofdft_jax.density.local_root import bucket_bounds
+from mofdft_jax.density.local_root import pack_block_rows
 from mofdft_jax.functionals.coulomb_fmm import CompressedCoulomb, NearBucket
 
 #: Default bound on the relative deviation of a dropped Gaussian pair from its multipole value.
@@ -277,31 +277,6 @@ def _shell_tables(auxmol: gto.Mole):
     return ao_loc, f_atom, f_l, f_alpha
 
 
-def _bucket_rows(rows_by_l: dict, naux: int, max_buckets: int):
-    """Group row shells of equal l by column count, at most ``max_buckets`` groups per l."""
-    buckets = []
-    position = 0
-    near_order = np.empty(naux, dtype=np.int64)
-    for l in sorted(rows_by_l):
-        items = sorted(rows_by_l[l], key=lambda it: len(it[1]))
-        widths = np.array([max(len(it[1]), 1) for it in items])
-        nrow = 2 * l + 1
-        for start, stop in bucket_bounds(widths, max_buckets):
-            group = items[start:stop]
-            kpad = int(widths[stop - 1])
-            cols = np.zeros((len(group), kpad), dtype=np.int32)
-            vals = np.zeros((len(group), nrow, kpad))
-            for i, (row0, c, v) in enumerate(group):
-                cols[i, :len(c)] = c
-                vals[i, :, :len(c)] = v
-                near_order[row0:row0 + nrow] = position + i * nrow + np.arange(nrow)
-            position += len(group) * nrow
-            buckets.append((cols, vals))
-    if position != naux:
-        raise AssertionError(f"near-field rows cover {position} of {naux} functions")
-    return buckets, near_order
-
-
 def build_compressed_coulomb(auxmol: gto.Mole, *, tol: float = DEFAULT_TOL,
                              max_buckets: int = DEFAULT_MAX_BUCKETS,
                              as_jax: bool = True, stats: dict | None = None) -> CompressedCoulomb:
@@ -333,7 +308,7 @@ def build_compressed_coulomb(auxmol: gto.Mole, *, tol: float = DEFAULT_TOL,
     dist = np.linalg.norm(coords[:, None, :] - coords[None, :, :], axis=-1)
     alpha_min = f_alpha.min()
 
-    rows_by_l: dict[int, list] = {}
+    row_blocks: list[tuple[int, np.ndarray, np.ndarray]] = []
     nnz = 0
     for a in range(natm):
         shells = atom_shells[a]
@@ -358,12 +333,15 @@ def build_compressed_coulomb(auxmol: gto.Mole, *, tol: float = DEFAULT_TOL,
             cut = shell_pair_cutoff(l, auxmol.bas_exp(s).min(), f_l[c0:c1], f_alpha[c0:c1], tol)
             keep = np.nonzero(col_dist < cut)[0]
             rows = slice(ao_loc[s] - r0, ao_loc[s + 1] - r0)
-            rows_by_l.setdefault(l, []).append(
+            row_blocks.append(
                 (int(ao_loc[s]), cols_all[keep].astype(np.int32), delta[rows][:, keep]))
             nnz += (2 * l + 1) * len(keep)
     t_near = time.perf_counter() - t0 - t_far
-    buckets, near_order = _bucket_rows(rows_by_l, naux, max_buckets)
-    del rows_by_l
+    # shells of equal l (2l+1 rows) bucketed by column count, optimal padding: the same packing
+    # as the local overlap root
+    packed = pack_block_rows(row_blocks, naux, max_buckets=max_buckets, as_jax=False)
+    del row_blocks
+    buckets, near_order = [(b.cols, b.vals) for b in packed.buckets], packed.order
     conv = _to_jax if as_jax else (lambda x, dtype=None: np.asarray(x, dtype=dtype))
     near = tuple(NearBucket(cols=conv(c, np.int32), vals=conv(v, np.float64)) for c, v in buckets)
     op = CompressedCoulomb(mult_index=conv(mult_index, np.int32),
