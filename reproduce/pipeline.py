@@ -808,15 +808,13 @@ def finish_experiment(ctx, experiment: str, config: dict, *, t0: float, table: p
     """Write the results folder (contract of :mod:`reproduce.common`) with a ``run_info.json``
     carrying the runner's ``config_hash`` (skip-if-done), the experiment's config, and the CPU
     time since ``cpu0`` (:func:`cpu_seconds` at the start) beside the wall time."""
-    import os as _os
-
     from reproduce.common import collect_run_info, write_experiment
     from reproduce.runner import config_hash
 
     extra = {"config_hash": config_hash(config, ctx.preset, ctx.seed), "config": config}
     if cpu0 is not None:
         extra["cpu_s"] = round(cpu_seconds() - cpu0, 1)
-        load = _os.getloadavg() if hasattr(_os, "getloadavg") else None
+        load = os.getloadavg() if hasattr(os, "getloadavg") else None
         extra["load_average_at_end"] = [round(x, 2) for x in load] if load else None
     info = collect_run_info(experiment, ctx.preset, {"seed": ctx.seed},
                             time.perf_counter() - t0, data_fingerprints=data_fingerprints,
