@@ -28,6 +28,7 @@ untrained stand-in functional it would be meaningless anyway.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import tomllib
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ import pandas as pd
 
 from mofdft_jax.bench import fit_scaling, predict, run_isolated, system_file
 from reproduce import pipeline as pl
-from reproduce.common import claims_frame, describe_hardware, markdown_table
+from reproduce.common import claims_frame, describe_hardware, git_commit, markdown_table
 
 EXPERIMENT = "protein_speedup"
 #: The long CPU benchmark's preset and results folder.
@@ -101,11 +102,54 @@ def ks_fit(ctx, config: dict, cache: Path):
             f"calibration series run here ({', '.join(r['system'] for r in ok)}, {metric} time)")
 
 
+#: Columns of a row derived from the KS fit and the paper (recomputed when a row is kept).
+_DERIVED_COLUMNS = ("ks_time_s", "ks_time_lo_s", "ks_time_hi_s", "ks_kind", "speedup",
+                    "speedup_lo", "speedup_hi", "paper_atoms", "paper_electrons",
+                    "paper_mofdft_h", "paper_ksdft_h", "paper_speedup")
+
+
+def previous_runs(out: Path, experiment: str, replaced: list[str], hardware: str):
+    """M-OFDFT runs of an earlier write of ``out/<experiment>`` to keep beside a new run.
+
+    Returns ``(runs, roofline_rows)``: ``runs`` is a list of ``(system, record)`` for every system
+    of the earlier table that is not in ``replaced`` and was measured on the same hardware; the
+    records keep their measured columns (times, memory, load, ``measured_at_utc``,
+    ``measured_commit``: from the earlier run_info.json when the row lacks them) and drop the
+    columns derived from the KS fit, which the new run recomputes with its fit.
+    """
+    import json
+
+    path = out / experiment / f"{experiment}.csv"
+    info_path = out / experiment / "run_info.json"
+    if not path.exists():
+        return [], []
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    table = pd.read_csv(path)
+    runs, kept = [], set()
+    for row in table.to_dict("records"):
+        if row["system"] in replaced or row.get("hardware") != hardware:
+            continue
+        record = {k: v for k, v in row.items() if k not in _DERIVED_COLUMNS
+                  and k not in ("system", "stand_in", "hardware")
+                  and not (isinstance(v, float) and np.isnan(v))}
+        record.setdefault("measured_at_utc", info.get("date_utc"))
+        record.setdefault("measured_commit", info.get("git_commit"))
+        runs.append((row["system"], record))
+        kept.add(row["system"])
+    roofline_path = out / experiment / "roofline.csv"
+    roofline = ([r for r in pd.read_csv(roofline_path).to_dict("records") if r["system"] in kept]
+                if roofline_path.exists() else [])
+    return runs, roofline
+
+
 def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
-        max_run_s: float | None = None):
+        max_run_s: float | None = None, keep_previous: bool = False):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/<folder>``; ``systems`` and
     ``max_run_s`` replace the preset's list of systems and its per-solve time limit (recorded in
-    the run's config)."""
+    the run's config). ``keep_previous`` keeps the rows of systems of an earlier write of the
+    folder that this run does not solve (same hardware; each row says when and at which commit
+    it was measured), with their KS-DFT extrapolation redone with this run's fit — so the two
+    protein solves (~25 minutes each on the 2-core CPU) can be made in separate sessions."""
     t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = dict(load_protein_config(ctx.preset))
     if systems:
@@ -119,6 +163,9 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
     hardware = describe_hardware()
 
     runs, roofline = [], []
+    if keep_previous:
+        runs, roofline = previous_runs(ctx.out_dir, folder, config["systems"], hardware)
+    commit = git_commit()
     for spec in config["systems"]:
         path = system_file(spec, cache)
         job = {"kind": "ofdft", "system": str(path), "functional": config["functional"],
@@ -131,6 +178,8 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
         for k in r.pop("roofline", []) or []:
             roofline.append({"system": spec, **k})
         r.pop("model_config", None)
+        r["measured_at_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        r["measured_commit"] = commit
         runs.append((spec, r))
     # the KS fit after the (long) M-OFDFT runs: a scaling experiment running meanwhile is reused
     fit, fit_source = ks_fit(ctx, config, cache)
@@ -194,6 +243,7 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
             "KS-DFT h (paper, 32 cores)": paper[3] if paper else np.nan,
             "speed-up (paper)": paper[4] if paper else np.nan,
             "load": f"{row.get('load_before', np.nan):.1f}-{row.get('load_after', np.nan):.1f}",
+            "measured (UTC)": row.get("measured_at_utc"),
         })
     summary = pd.DataFrame(summary)
     fit_text = ("none" if fit is None else
@@ -210,6 +260,10 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
         f"KS-DFT time: **extrapolated** (not measured) from the KS scaling fit of this machine: "
         f"{fit_text}. The extrapolation reaches far beyond the measured sizes; the band only "
         "reflects the fit's parameter uncertainty.",
+        "",
+        "Each row says when and at which commit its M-OFDFT run was measured (`measured_at_utc`, "
+        "`measured_commit`); rows kept from an earlier run (`--keep-previous`) have their KS-DFT "
+        "time re-extrapolated with this run's fit.",
         "",
         "Energy against a KS reference: none exists for these proteins here (KS-DFT of ~700 atoms "
         "is not feasible on this machine), so the paper's per-atom energy errors are not "
@@ -228,7 +282,10 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
                                 table=table[keep], claims=claims,
                                 data_fingerprints={}, intro=intro, figures={},
                                 extra_tables=extra,
-                                extra_info={"time_metric": metric, "ks_fit_source": fit_source})
+                                extra_info={"time_metric": metric, "ks_fit_source": fit_source,
+                                            "kept_from_earlier_runs": {
+                                                spec: r.get("measured_at_utc") for spec, r in runs
+                                                if spec not in config["systems"]}})
 
 
 def main(argv=None) -> int:
@@ -244,11 +301,15 @@ def main(argv=None) -> int:
                         help="systems to solve instead of the preset's (e.g. protein:2WXC)")
     parser.add_argument("--max-run-s", type=float, default=None,
                         help="time limit of each M-OFDFT solve, seconds (preset: ofdft_max_run_s)")
+    parser.add_argument("--keep-previous", action="store_true",
+                        help="keep the rows of other systems already in the results folder "
+                             "(same hardware) instead of replacing the folder")
     args = parser.parse_args(argv)
     enable_x64()
     ctx = RunContext(preset=args.preset, out_dir=args.out,
                      cache_dir=args.cache or default_cache_dir(), progress=False)
-    path = run(ctx, systems=args.systems, max_run_s=args.max_run_s)
+    path = run(ctx, systems=args.systems, max_run_s=args.max_run_s,
+               keep_previous=args.keep_previous)
     print(path)
     return 0
 

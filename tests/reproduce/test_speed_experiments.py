@@ -89,3 +89,33 @@ def test_protein_micro_results_contract(micro_results):
     verdicts = {v.claim_id: v for v in verify(ctx.out_dir)}
     assert "protein_2wxc_speedup" not in set(measurements["claim_id"])
     assert verdicts["scaling_exponent_ksdft"].status != "reproduced"  # never at paper scale
+
+
+def test_protein_keep_previous_keeps_other_systems(micro_results, tmp_path):
+    """A second run with ``keep_previous`` adds its system beside the earlier rows: the earlier
+    measurement is kept as it was (times, date, commit), its KS time re-extrapolated with the
+    current fit; without it the folder is replaced."""
+    import shutil
+
+    from reproduce import protein_speedup
+
+    ctx, _, first = micro_results
+    out = tmp_path / "results"
+    for name in ("scaling", "protein_speedup"):
+        shutil.copytree(ctx.out_dir / name, out / name)
+    ctx2 = runner.RunContext(preset="micro", out_dir=out, cache_dir=ctx.cache_dir, progress=False)
+    before = pd.read_csv(first / "protein_speedup.csv").set_index("system")
+    path = protein_speedup.run(ctx2, systems=["alkane:1"], keep_previous=True)
+    table = pd.read_csv(path / "protein_speedup.csv").set_index("system")
+    assert sorted(table.index) == ["alkane:1", "peptide:GG"]
+    for col in ("wall_s", "cpu_s", "peak_rss_mb", "energy_ha", "measured_at_utc"):
+        assert table.loc["peptide:GG", col] == before.loc["peptide:GG", col], col
+    assert table.loc["peptide:GG", "ks_kind"] == "extrapolated"
+    np.testing.assert_allclose(table.loc["peptide:GG", "ks_time_s"],
+                               before.loc["peptide:GG", "ks_time_s"], rtol=1e-12)
+    info = json.loads((path / "run_info.json").read_text())
+    assert list(info["kept_from_earlier_runs"]) == ["peptide:GG"]
+    assert info["config"]["systems"] == ["alkane:1"]
+    # default: the folder holds this run's systems only
+    path = protein_speedup.run(ctx2, systems=["alkane:1"])
+    assert list(pd.read_csv(path / "protein_speedup.csv")["system"]) == ["alkane:1"]
