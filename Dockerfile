@@ -2,8 +2,8 @@
 #
 #   docker build -t mofdft_jax .                                          # CPU image
 #   docker build --build-arg VARIANT=cuda12 -t mofdft_jax:cuda12 .        # CUDA 12 image
-#   docker run --rm -v "$PWD/results:/home/mofdft/results" mofdft_jax
-#   docker run --rm --gpus all -v "$PWD/results:/home/mofdft/results" mofdft_jax:cuda12
+#   docker run --rm -v "$PWD/results/quick:/home/mofdft/results" mofdft_jax
+#   docker run --rm --gpus all -v "$PWD/results/quick:/home/mofdft/results" mofdft_jax:cuda12
 #
 # The CUDA 12 image carries the CUDA libraries as pip wheels (jax-cuda12-plugin, nvidia-*-cu12,
 # cupy-cuda12x); the host needs only an NVIDIA driver >= 525.60.13 (CUDA 12) and the NVIDIA
@@ -102,5 +102,5 @@ USER ${MOFDFT_UID}
 WORKDIR /home/mofdft
 ENTRYPOINT ["mofdft"]
 # The default job: the quick reproduction into the mounted results folder
-#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/results:/home/mofdft/results" IMAGE
+#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/results/quick:/home/mofdft/results" IMAGE
 CMD ["reproduce", "--preset", "quick", "--out", "/home/mofdft/results"]

@@ -359,7 +359,7 @@ docker run "${RUN_FLAGS[@]}" "${MOUNT[@]}" \
 [ -s "$RESULTS/smoke.json" ] || die "smoke.json was not written into the mounted folder"
 
 if [ "$RUN_DEFAULT_CMD" = 1 ]; then
-    log "default command: docker run --rm -v \"\$PWD/results:/home/mofdft/results\" $TAG"
+    log "default command: docker run --rm -v \"\$PWD/results/quick:/home/mofdft/results\" $TAG"
     docker run "${RUN_FLAGS[@]}" "${MOUNT[@]}" "$TAG" >"$RESULTS/default_cmd.log" 2>&1 \
         || { tail -n 30 "$RESULTS/default_cmd.log" >&2; die "the image's default command failed"; }
     log "default command exited 0 (output: $RESULTS/default_cmd.log)"

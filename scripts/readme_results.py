@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Print the README's results section as Markdown, generated from a results folder (never typed).
 
-    python scripts/readme_results.py --results results [--results /tmp/quick ...] > section.md
+    python scripts/readme_results.py --results results [--results results/quick ...] > section.md
+    python scripts/readme_results.py --results results --results results/quick --readme README.md
 
 Sections:
 
@@ -110,14 +111,33 @@ def timing_section(folders: list[Path]) -> list[str]:
     return lines
 
 
+def splice(text: str, name: str, body: list[str]) -> str:
+    """``text`` with the lines between ``<!-- BEGIN GENERATED: name -->`` and its END marker
+    replaced by ``body``."""
+    begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"no '{begin}' ... '{end}' block in the README")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + begin + "\n" + "\n".join(body).strip("\n") + "\n" + end + tail
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", action="append", type=Path, default=None,
                         help="results folder (repeatable; the first one feeds the claims)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="write the sections into this README's 'results' and 'experiment "
+                             "times' GENERATED blocks instead of printing them")
     args = parser.parse_args(argv)
     folders = args.results or [REPO / "results"]
-    lines = claims_section(folders[0]) + timing_section(folders)
-    sys.stdout.write("\n".join(lines) + "\n")
+    claims, timing = claims_section(folders[0]), timing_section(folders)
+    if args.readme is None:
+        sys.stdout.write("\n".join(claims + timing) + "\n")
+        return 0
+    text = args.readme.read_text()
+    text = splice(splice(text, "results", claims), "experiment times", timing)
+    args.readme.write_text(text)
     return 0
 
 
