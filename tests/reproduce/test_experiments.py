@@ -165,6 +165,26 @@ def test_readme_results_script(results):
     assert "not run" in out
 
 
+def test_readme_results_splices_generated_blocks(results, tmp_path):
+    """``--readme`` replaces only the text between the GENERATED markers, with what it prints."""
+    ctx, _ = results
+    readme = tmp_path / "README.md"
+    blocks = {name: (f"<!-- BEGIN GENERATED: {name} -->\nstale {name}\n"
+                     f"<!-- END GENERATED: {name} -->") for name in ("results", "experiment times")}
+    readme.write_text(f"# top\n\n{blocks['experiment times']}\n\nmiddle\n\n{blocks['results']}\n"
+                      "\ntail\n")
+    script = [sys.executable, str(REPO / "scripts" / "readme_results.py"), "--results",
+              str(ctx.out_dir)]
+    printed = subprocess.run(script, capture_output=True, text=True, check=True).stdout
+    subprocess.run(script + ["--readme", str(readme)], check=True, capture_output=True)
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("# top\n") and text.endswith("\ntail\n")
+    assert "middle" in text and text.count("<!-- BEGIN GENERATED") == 2
+    claims = text.split("<!-- BEGIN GENERATED: results -->\n")[1].split("<!-- END")[0]
+    times = text.split("<!-- BEGIN GENERATED: experiment times -->\n")[1].split("<!-- END")[0]
+    assert claims.strip() + "\n\n" + times.strip() == printed.strip()
+
+
 # ------------------------------------------------------------------------------------------------
 # density-quality host quadrature (independent references)
 
