@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        app(args=argv, prog_name="mofdft", standalone_mode=False)
+        # without standalone mode click returns a typer.Exit's code instead of raising it
+        rc = app(args=argv, prog_name="mofdft", standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:
+            return rc
     except _user_error_types() as exc:
         if debug:
             raise

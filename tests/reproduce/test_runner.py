@@ -26,3 +26,50 @@ def test_results_of_other_code_are_recomputed(tmp_path):
         _write_info(ctx, "scaling", config, commit)
         assert runner.is_done(ctx, "scaling", config) is done, commit
         assert not runner.is_done(ctx, "scaling", {"steps": 11})
+
+
+def test_cli_runs_each_experiment_in_its_own_process_and_resumes(tmp_path, monkeypatch, capfd):
+    """`mofdft reproduce A B` runs A and B as child processes (`--in-process`), a failing one
+    does not stop the other (exit code 1 at the end), and a rerun skips what finished."""
+    import subprocess
+    import sys
+
+    from mofdft_jax.cli import main
+    import importlib
+
+    command = importlib.import_module("mofdft_jax.commands.reproduce")
+
+    calls, real_run, commit = [], subprocess.run, git_commit()
+
+    def fake_run(cmd, stdout=None, **kwargs):
+        if "mofdft_jax.cli" not in cmd:
+            return real_run(cmd, stdout=stdout, **kwargs)
+        calls.append(cmd)
+        name = cmd[cmd.index("reproduce") + 1]
+        if name == "scaling":
+            return subprocess.CompletedProcess(cmd, 3)
+        out = tmp_path / "out" / name
+        out.mkdir(parents=True)
+        config = runner.load_config(name, "quick")
+        ctx = runner.RunContext(preset="quick", out_dir=tmp_path / "out", cache_dir=tmp_path)
+        (out / "run_info.json").write_text(json.dumps(
+            {"config_hash": runner.config_hash(config, "quick", 0), "git_commit": commit}))
+        assert runner.is_done(ctx, name, config)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    args = ["reproduce", "scaling", "protein_speedup", "--preset", "quick", "--out",
+            str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--no-verify", "--json"]
+    assert main(args) == 1
+    stdout = capfd.readouterr().out
+    assert [c[c.index("reproduce") + 1] for c in calls] == ["scaling", "protein_speedup"]
+    assert all(c[0] == sys.executable and "--in-process" in c for c in calls)
+    summary = json.loads(stdout[stdout.index("{"):])
+    assert summary["scaling"]["status"] == "failed" and summary["scaling"]["exit_code"] == 3
+    assert summary["protein_speedup"]["status"] == "done"
+    calls.clear()
+    assert main(args) == 1
+    stdout = capfd.readouterr().out
+    assert [c[c.index("reproduce") + 1] for c in calls] == ["scaling"]
+    assert json.loads(stdout[stdout.index("{"):])["protein_speedup"]["status"] == "cached"
+    assert command._run_isolated.__doc__

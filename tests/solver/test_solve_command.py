@@ -92,3 +92,12 @@ def test_bad_options_and_input(water_xyz, tmp_path, capsys):
     assert main(["solve", str(tmp_path / "missing.xyz")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "missing.xyz" in err
+
+
+def test_solve_diverged_exits_nonzero_with_the_message(water_xyz, capsys):
+    """A step far too large diverges: status ``diverged``, the solver's message, exit code 1."""
+    code, data = run_json(capsys, ["solve", str(water_xyz), "--functional", "tf", "--init",
+                                   "minao", "--steps", "50", "--lr", "1e3", "--grid-level", "0",
+                                   "--basis", "sto-3g", "--json"])
+    assert data["status"] == "diverged" and data["message"]
+    assert code == 1
