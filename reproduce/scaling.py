@@ -50,6 +50,30 @@ def _electrons(path) -> int:
 #: Smallest n_max / n_min (electrons) over which a growth exponent is claimed; below it the
 #: fixed costs dominate (quick preset: 10-26 electrons gave c = 0.18 from compile-bound times).
 MIN_SIZE_RANGE = 4.0
+#: Largest standard error of the fitted exponent for which the exponent is claimed (cpu preset,
+#: M-OFDFT 10-190 electrons: c = 1.34 ± 3.2 — the four-parameter fit is not determined when the
+#: times grow little over the range).
+MAX_EXPONENT_ERR = 0.5
+
+
+def exponent_claim(fit, load_note: str) -> tuple[float, str]:
+    """``(value, note)`` of a growth-exponent claim from a scaling fit: the exponent c, or NaN
+    (``verify``: not run, with the note as reason) when the electron range is narrower than
+    :data:`MIN_SIZE_RANGE` or c is not determined (standard error above
+    :data:`MAX_EXPONENT_ERR`, or not finite)."""
+    n_min, n_max = fit.n_range
+    if n_max < MIN_SIZE_RANGE * n_min:
+        # fixed costs (setup, JIT compilation) dominate a narrow range: no exponent claimed
+        return float("nan"), (
+            f"electron range {n_min:g}-{n_max:g} spans less than {MIN_SIZE_RANGE:g}x: too narrow "
+            f"for a growth exponent (the fit gave c = {fit.c:.3g}; fixed setup and compile costs "
+            f"dominate); {load_note}")
+    if not np.isfinite(fit.c_err) or fit.c_err > MAX_EXPONENT_ERR:
+        return float("nan"), (
+            f"exponent not determined by the measurements: the fit {fit.form} over "
+            f"{n_min:g}-{n_max:g} electrons gave c = {fit.c:.3g} ± {fit.c_err:.2g} (more than "
+            f"± {MAX_EXPONENT_ERR:g}); {load_note}")
+    return float(fit.c), f"fit {fit.form}, exponent ± {fit.c_err:.2g}; {load_note}"
 
 
 def _time_col(metric: str) -> str:
@@ -227,14 +251,7 @@ def run(ctx):
         if method not in fits:
             continue
         f = fits[method]
-        value, note = f.c, f"fit {f.form}, exponent ± {f.c_err:.2g}; {load_note}"
-        n_min, n_max = f.n_range
-        if n_max < MIN_SIZE_RANGE * n_min:
-            # fixed costs (setup, JIT compilation) dominate a narrow range: no exponent claimed
-            value = float("nan")
-            note = (f"electron range {n_min:g}-{n_max:g} spans less than {MIN_SIZE_RANGE:g}x: "
-                    f"too narrow for a growth exponent (the fit gave c = {f.c:.3g}; fixed setup "
-                    f"and compile costs dominate); {load_note}")
+        value, note = exponent_claim(f, load_note)
         claim_rows.append({"claim_id": claim_id, "value": value, "n": f.n_points,
                            "kind": "measured", "workload": workload, "note": note, **common})
     sp = table[table["method"] == "speedup"]

@@ -119,3 +119,19 @@ def test_protein_keep_previous_keeps_other_systems(micro_results, tmp_path):
     # default: the folder holds this run's systems only
     path = protein_speedup.run(ctx2, systems=["alkane:1"])
     assert list(pd.read_csv(path / "protein_speedup.csv")["system"]) == ["alkane:1"]
+
+
+def test_exponent_claimed_only_when_determined():
+    """A growth exponent is claimed only over a >= 4x electron range and with a standard error
+    of at most 0.5; otherwise the value is NaN (verify: not run) and the note says why."""
+    from types import SimpleNamespace
+
+    def fit(c, c_err, lo, hi):
+        return SimpleNamespace(c=c, c_err=c_err, n_range=(lo, hi), form="(aN+b)^c+d")
+
+    assert scaling.exponent_claim(fit(1.46, 0.1, 10, 190), "load 2")[0] == 1.46
+    value, note = scaling.exponent_claim(fit(1.34, 3.16, 10, 190), "load 2")
+    assert np.isnan(value) and "not determined" in note and "1.34 ± 3.2" in note
+    value, note = scaling.exponent_claim(fit(0.18, 0.01, 10, 26), "load 2")
+    assert np.isnan(value) and "too narrow" in note
+    assert np.isnan(scaling.exponent_claim(fit(2.0, float("inf"), 10, 190), "")[0])
