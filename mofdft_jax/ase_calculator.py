@@ -211,9 +211,8 @@ class MOFDFTCalculator(Calculator):
             self.functional.check_elements(mol.atom_charges())
         bundle = build_integral_bundle(
             mol, auxmol, grid_level=self.grid_level if self.needs_grid else None,
-            with_forces=True, with_overlap=self.learned and self.functional.use_reparam)
-        if bundle.grid is not None:
-            bundle = bundle._replace(grid=pad_grid(bundle.grid))
+            with_forces=True, with_overlap=self.learned and self.functional.use_reparam,
+            grid_padding=(GRID_BLOCK_MULTIPLE, GRID_FUNCTION_MULTIPLE))
         geometry = self.functional.prepare(bundle) if self.learned else None
         warm = (self.warm_start and self.coeffs is not None and self._numbers is not None
                 and np.array_equal(self._numbers, molecule.numbers))

@@ -29,3 +29,18 @@ def ensure_x64() -> None:
             "mofdft_jax needs 64-bit JAX: call mofdft_jax.enable_x64() before creating arrays, "
             "or set JAX_ENABLE_X64=1 in the environment"
         )
+
+
+def enable_compilation_cache(path, min_compile_time_s: float = 0.5) -> None:
+    """Keep XLA executables on disk under ``path`` (JAX's persistent compilation cache).
+
+    Processes that solve molecules of the same shapes (the experiments of ``mofdft reproduce``,
+    each in its own process; a rerun of a preset) then load instead of recompiling. Only
+    compilations longer than ``min_compile_time_s`` are stored. The cache is keyed by the program,
+    the JAX/XLA version and the device, so a stale entry is never used.
+    """
+    from pathlib import Path
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))

@@ -24,6 +24,7 @@ with SI Table S5 beside ours, ``fig2a.png`` (log-axis bars like Fig. 2a) and ``c
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -260,11 +261,13 @@ def run(ctx):
         extra = [reference] if reference and reference not in files else []
         learned_runs, classical_runs = system_runs(config, scfg, checkpoints)
         n_classical = int(scfg.get("classical_max_eval", len(files)))
-        parts = [pl.evaluate(data, fs, runs, steps=steps, rule=rule, cache_dir=ctx.preset_cache,
-                             refresh=ctx.force, progress=ctx.progress).frame
-                 for fs, runs in ((files + extra, learned_runs),
-                                  (files[:n_classical] + extra, classical_runs)) if runs]
-        frame = pd.concat(parts, ignore_index=True)
+        classical_files = frozenset(files[:n_classical] + extra)
+        runs = learned_runs + [dataclasses.replace(r, files=classical_files)
+                               for r in classical_runs]
+        # one pass over the molecules: learned and classical runs share each molecule's integrals
+        frame = pl.evaluate(data, files + extra, runs, steps=steps, rule=rule,
+                            cache_dir=ctx.preset_cache, refresh=ctx.force,
+                            progress=ctx.progress).frame
         frame.insert(0, "system", system)
         frame.insert(1, "role", np.where(frame["file"].isin(files), "test", "reference"))
         if scfg.get("relative_to_reference") and reference is None and len(frame):

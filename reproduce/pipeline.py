@@ -50,8 +50,10 @@ import pandas as pd
 
 #: Bump when the evaluation protocol changes, so cached evaluations are not reused.
 EVAL_CACHE_VERSION = 1
-#: Grids padded to a multiple of this many blocks: conformers share one compiled solver.
+#: Grids padded to a multiple of this many blocks and of this many significant functions per
+#: block: conformers share one compiled solver.
 GRID_BLOCK_MULTIPLE = 16
+GRID_FUNCTION_MULTIPLE = 32
 #: The classical kinetic functionals of Fig. 2a and their labels (spec §5.2; code names §6.4).
 CLASSICAL_LABELS = {"tf": "TF", "tf+1/9vw": "TF+1/9vW", "tf+vw": "TF+vW", "apbe": "APBE"}
 #: Columns of the tidy evaluation frame (one row per molecule and run).
@@ -442,10 +444,18 @@ def learned_method(checkpoint: CheckpointHandle, name: str | None = None,
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One evaluation setting: a method from an initial guess (spec §4.3)."""
+    """One evaluation setting: a method from an initial guess (spec §4.3).
+
+    ``files``: evaluate this run only on these shard files (``None``: on all files of the
+    :func:`evaluate` call), so that runs on a subset share the molecules' integrals with the rest.
+    """
 
     method: Method
     init: str
+    files: frozenset[str] | None = None
+
+    def applies_to(self, file: str) -> bool:
+        return self.files is None or file in self.files
 
 
 @dataclasses.dataclass
@@ -556,11 +566,14 @@ def evaluate(data: DatasetHandle, files: Sequence[str], runs: Sequence[Run], *, 
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                    console=_console(progress), transient=True, disable=not progress)
     with bar:
-        task = bar.add_task(f"OFDFT on {data.name}", total=len(files) * len(runs), info="")
+        total = sum(run.applies_to(f) for f in files for run in runs)
+        task = bar.add_task(f"OFDFT on {data.name}", total=total, info="")
         for file in files:
             labels = None
             todo = []
             for run in runs:
+                if not run.applies_to(file):
+                    continue
                 lr = _run_lr(run)
                 path = (_eval_cache_path(cache_dir, data, file, run, steps, rule, lr)
                         if cache_dir is not None else None)
@@ -582,7 +595,8 @@ def evaluate(data: DatasetHandle, files: Sequence[str], runs: Sequence[Run], *, 
             labels = dataset.read(file)
             meta = dataset.meta(file)
             setup = _MoleculeSetup(labels, data.label_settings,
-                                   learned=any(r.method.learned for r, _, _ in todo))
+                                   learned=any(r.method.learned for r, _, _ in todo),
+                                   grid=any(_needs_grid(r.method) for r, _, _ in todo))
             for run, lr, path in todo:
                 bar.update(task, info=f"{labels.molecule.name}: {run.method.name} from {run.init}")
                 row, p = setup.run(run, lr=lr, steps=steps, rule=rule, gtol=gtol)
@@ -611,10 +625,39 @@ def _run_lr(run: Run) -> float:
     return 1e-3
 
 
-class _MoleculeSetup:
-    """Integrals of one labelled molecule, shared by all runs on it (host world)."""
+def _needs_grid(method: Method) -> bool:
+    """Whether ``method``'s energy has grid terms: classical functionals and ``ts_res`` models
+    (``txc`` and ``tot`` models are grid-free, spec §3.4)."""
+    if not method.learned:
+        return True
+    functional, _ = load_functional_cached(method.checkpoint)
+    return functional.target == "ts_res"
 
-    def __init__(self, labels, label_settings: dict, *, learned: bool):
+
+_HF_FORCES_JIT = None
+
+
+def _hf_forces(coeffs, bundle) -> np.ndarray:
+    """:func:`mofdft_jax.solver.hf_forces` compiled once per molecule shape (the eager version
+    compiles each of its operations anew for every new size)."""
+    global _HF_FORCES_JIT
+    if _HF_FORCES_JIT is None:
+        import jax
+
+        from mofdft_jax.solver import hf_forces
+
+        _HF_FORCES_JIT = jax.jit(hf_forces)
+    return np.asarray(_HF_FORCES_JIT(coeffs, bundle))
+
+
+class _MoleculeSetup:
+    """Integrals of one labelled molecule, shared by all runs on it (host world).
+
+    The quadrature grid is built only when a run needs grid terms (``grid``); it is padded to
+    :data:`GRID_BLOCK_MULTIPLE` blocks and :data:`GRID_FUNCTION_MULTIPLE` functions per block.
+    """
+
+    def __init__(self, labels, label_settings: dict, *, learned: bool, grid: bool = True):
         from mofdft_jax.qchem.basis import make_auxmol, make_mol
         from mofdft_jax.qchem.integrals import build_integral_bundle
 
@@ -625,11 +668,10 @@ class _MoleculeSetup:
         self.grid_level = int(label_settings["grid_level"])
         self.mol = make_mol(labels.molecule, self.basis)
         self.auxmol = make_auxmol(self.mol)
-        bundle = build_integral_bundle(self.mol, self.auxmol, grid_level=self.grid_level,
-                                       with_forces=True, with_overlap=learned)
-        from mofdft_jax.commands.learned_solve import pad_grid_bundle
-
-        self.bundle = bundle._replace(grid=pad_grid_bundle(bundle.grid, GRID_BLOCK_MULTIPLE))
+        self.bundle = build_integral_bundle(
+            self.mol, self.auxmol, grid_level=self.grid_level if grid else None,
+            with_forces=True, with_overlap=learned,
+            grid_padding=(GRID_BLOCK_MULTIPLE, GRID_FUNCTION_MULTIPLE))
         self._geometries: dict = {}
         self.setup_wall_s = time.perf_counter() - t0
 
@@ -643,7 +685,7 @@ class _MoleculeSetup:
         from mofdft_jax.commands.solve import PYSCF_XC
         from mofdft_jax.qchem.guesses import initial_guess
         from mofdft_jax.qchem.settings import PAPER_SETTINGS
-        from mofdft_jax.solver import hf_forces, solve
+        from mofdft_jax.solver import solve
         from mofdft_jax.units import HA_PER_BOHR_TO_KCAL_PER_ANGSTROM, HARTREE_TO_KCAL
 
         t0 = time.perf_counter()
@@ -671,7 +713,7 @@ class _MoleculeSetup:
         result = solve(energy_fn, guess.coeffs, inputs, steps=steps, lr=lr, gtol=gtol, rule=rule)
         solve_s, solve_cpu_s = time.perf_counter() - t1, time.process_time() - c1
         p = np.asarray(result.coeffs)
-        forces = np.asarray(hf_forces(result.coeffs, self.bundle))
+        forces = _hf_forces(result.coeffs, self.bundle)
         e_ks = float(self.labels.ks_energy["e_tot"])
         force_err = np.abs(forces - np.asarray(self.labels.hf_forces_ref))
         row = {

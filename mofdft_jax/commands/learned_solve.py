@@ -150,9 +150,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         with_forces = natm * 3 * naux * 8 <= MAX_FORCE_INTEGRALS_BYTES
         bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level if needs_grid else None,
                                        with_forces=with_forces,
-                                       with_overlap=functional.use_reparam)
-        if bundle.grid is not None and pad_grid_blocks > 1:
-            bundle = bundle._replace(grid=pad_grid_bundle(bundle.grid, pad_grid_blocks))
+                                       with_overlap=functional.use_reparam,
+                                       grid_padding=(pad_grid_blocks, 1))
         geometry = functional.prepare(bundle)
         progress.update(setup, description=f"{molecule.name}: initial guess ({init})")
         settings = PAPER_SETTINGS.replace(basis=basis, grid_level=grid_level,

@@ -28,6 +28,10 @@ def reproduce(
         None, "--isolate/--in-process",
         help="Run each experiment in its own process (default when there are several), so the "
              "memory of one (compiled kernels, grids) is returned before the next starts."),
+    compile_cache: bool = typer.Option(
+        True, "--compile-cache/--no-compile-cache",
+        help="Keep compiled XLA programs in CACHE/xla, so experiments (and reruns) that solve "
+             "molecules of the same shapes load them instead of recompiling."),
 ):
     """Run the reproduction experiments; each writes OUT/<experiment>/ (CSV, Markdown, PNG,
     claims.csv, run_info.json). Finished experiments are skipped on rerun (resumable)."""
@@ -40,6 +44,10 @@ def reproduce(
                             seed=seed, workers=workers, force=force, progress=not json_output)
     console = Console(stderr=True)
     isolate = len(names) > 1 if isolate is None else isolate
+    if compile_cache and not isolate:
+        from mofdft_jax.config import enable_compilation_cache
+
+        enable_compilation_cache(ctx.cache_dir / "xla")
     summary, failed = {}, []
     for name in names:
         config = runner.load_config(name, preset)
@@ -51,7 +59,8 @@ def reproduce(
         t0 = time.perf_counter()
         if isolate:
             rc = _run_isolated(name, preset=preset, out=out, cache=ctx.cache_dir, seed=seed,
-                               workers=workers, force=force, quiet=json_output)
+                               workers=workers, force=force, quiet=json_output,
+                               compile_cache=compile_cache)
             path = out / name
         else:
             rc, path = 0, runner.run_experiment(name, ctx)
@@ -77,7 +86,8 @@ def reproduce(
 
 
 def _run_isolated(name: str, *, preset: str, out: Path, cache: Path, seed: int,
-                  workers: Optional[int], force: bool, quiet: bool) -> int:
+                  workers: Optional[int], force: bool, quiet: bool,
+                  compile_cache: bool = True) -> int:
     """``mofdft reproduce NAME --in-process ...`` in a child process; its exit code.
 
     One process per experiment: XLA keeps every compiled kernel (one per molecule shape) and the
@@ -95,6 +105,8 @@ def _run_isolated(name: str, *, preset: str, out: Path, cache: Path, seed: int,
         cmd += ["--workers", str(workers)]
     if force:
         cmd.append("--force")
+    if not compile_cache:
+        cmd.append("--no-compile-cache")
     if quiet:
         cmd.append("--json")
     return subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else None).returncode

@@ -39,7 +39,7 @@ DEFAULT_SCREEN_THRESHOLD = 1e-12
 #: Safety factor of the analytic pre-screen (the exact filter decides; this only skips work).
 _PRESCREEN_MARGIN = 1e-3
 #: Basis values evaluated at once while building (bytes).
-_CHUNK_BYTES = 2.0**28
+_CHUNK_BYTES = 2.0**25
 
 
 def make_grids(mol: gto.Mole, level: int = 2) -> dft.gen_grid.Grids:
@@ -153,7 +153,8 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
                       block_size: int = DEFAULT_BLOCK_SIZE,
                       screen_threshold: float = DEFAULT_SCREEN_THRESHOLD,
                       dense: bool | None = None,
-                      grids: dft.gen_grid.Grids | None = None) -> GridBundle:
+                      grids: dft.gen_grid.Grids | None = None,
+                      block_multiple: int = 1, function_multiple: int = 1) -> GridBundle:
     """Quadrature grid of ``mol`` with blocked, screened values of the density basis ``auxmol``.
 
     Args:
@@ -166,6 +167,9 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
         picks dense when ``naux·ngrid·4·8`` bytes < :data:`DENSE_LIMIT_BYTES`.
       grids: a built PySCF ``Grids`` to use instead of building one at ``level`` (same points as an
         existing KS calculation; its zero-weight alignment padding is dropped).
+      block_multiple, function_multiple: pad the number of blocks / of significant functions per
+        block up to a multiple of these (zero-weight blocks, zero columns with index 0: no grid
+        term changes), so that molecules of similar size share compiled solvers.
 
     Returns:
       A :class:`GridBundle` of NumPy arrays: ``weights (nblk, blk)``, ``coords (nblk, blk, 3)``,
@@ -183,37 +187,50 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
 
     order = order_points_in_blocks(coords_all, block_size)
     nblk = -(-npts // block_size)
-    npad = nblk * block_size - npts
-    order = np.concatenate([order, np.full(npad, order[-1])])
-    coords = coords_all[order].reshape(nblk, block_size, 3)
-    weights = weights_all[order]
-    weights[npts:] = 0.0
-    weights = weights.reshape(nblk, block_size)
+    nblk_pad = _round_up(nblk, block_multiple)
+    npad = nblk_pad * block_size - npts
+    coords = np.zeros((nblk_pad * block_size, 3))
+    coords[:npts] = coords_all[order]
+    coords[npts: nblk * block_size] = coords_all[order[-1]]  # the last real block's padding
+    coords = coords.reshape(nblk_pad, block_size, 3)
+    weights = np.zeros(nblk_pad * block_size)
+    weights[:npts] = weights_all[order]
+    weights = weights.reshape(nblk_pad, block_size)
     real = (np.arange(nblk * block_size) < npts).reshape(nblk, block_size)
+    del npad
 
     if dense:
-        ao = np.empty((nblk, 4, block_size, naux))
+        nsig = _round_up(naux, function_multiple)
+        ao = np.zeros((nblk_pad, 4, block_size, nsig))
         per_chunk = max(1, int(_CHUNK_BYTES // (4 * block_size * naux * 8)))
         for b0 in range(0, nblk, per_chunk):
             b1 = min(nblk, b0 + per_chunk)
             vals = auxmol.eval_gto("GTOval_sph_deriv1", coords[b0:b1].reshape(-1, 3))
-            ao[b0:b1] = vals.reshape(4, b1 - b0, block_size, naux).transpose(1, 0, 2, 3)
-        ao *= real[:, None, :, None]
-        idx = np.broadcast_to(np.arange(naux, dtype=np.int32), (nblk, naux)).copy()
+            ao[b0:b1, :, :, :naux] = vals.reshape(4, b1 - b0, block_size, naux).transpose(1, 0, 2, 3)
+        ao[:nblk] *= real[:, None, :, None]
+        idx = np.zeros((nblk_pad, nsig), dtype=np.int32)
+        idx[:, :naux] = np.arange(naux, dtype=np.int32)
         return GridBundle(weights=weights, coords=coords, ao=ao, idx=idx)
 
-    blocks_ao, blocks_idx = _screen_blocks(auxmol, coords, real, screen_threshold)
-    nsig = max(1, max(len(f) for f in blocks_idx))
-    # np.zeros pages are committed on first write and each block's list entry is released once
-    # copied, so the peak stays near max(unpadded lists, padded result) rather than their sum
-    ao = np.zeros((nblk, 4, block_size, nsig))
-    idx = np.zeros((nblk, nsig), dtype=np.int32)
+    blocks_ao, blocks_idx = _screen_blocks(auxmol, coords[:nblk], real, screen_threshold)
+    nsig = _round_up(max(1, max(len(f) for f in blocks_idx)), function_multiple)
+    # np.zeros pages are committed on first write and each block's entry is released once copied,
+    # so the peak stays near max(unpadded lists, padded result) rather than their sum
+    ao = np.zeros((nblk_pad, 4, block_size, nsig))
+    idx = np.zeros((nblk_pad, nsig), dtype=np.int32)
     for b in range(nblk):
-        vals, funcs = blocks_ao[b], blocks_idx[b]
-        ao[b, :, : vals.shape[1], : len(funcs)] = vals
+        vals, funcs = blocks_ao[b], blocks_idx[b]  # vals: (4, nsig_b, npts_b)
+        ao[b, :, : vals.shape[2], : len(funcs)] = vals.transpose(0, 2, 1)
         idx[b, : len(funcs)] = funcs
         blocks_ao[b] = None
+    # padding blocks: zero values, indices spread over the used functions (no repeated scatter)
+    idx[nblk:] = np.arange(nsig, dtype=np.int32) % (int(idx[:nblk].max()) + 1)
     return GridBundle(weights=weights, coords=coords, ao=ao, idx=idx)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    multiple = max(1, int(multiple))
+    return -(-int(n) // multiple) * multiple
 
 
 def _screen_blocks(auxmol: gto.Mole, coords: np.ndarray, real: np.ndarray,
@@ -224,6 +241,10 @@ def _screen_blocks(auxmol: gto.Mole, coords: np.ndarray, real: np.ndarray,
     bound pre-screens shells for the whole chunk, the survivors are evaluated on all its points in a
     few ``eval_gto`` calls, and each block then keeps the functions whose max |value| or
     |gradient component| on its own points exceeds ``screen_threshold``.
+
+    Returns:
+      ``(values, functions)``: per block a ``(4, nsig_b, npts_b)`` array (PySCF's native
+      function-major layout, so no strided copies here) and the ``(nsig_b,)`` function indices.
     """
     nblk, block_size, _ = coords.shape
     atom, ang, alpha, coef, offset, nfunc = _shell_table(auxmol)
@@ -236,28 +257,31 @@ def _screen_blocks(auxmol: gto.Mole, coords: np.ndarray, real: np.ndarray,
         b1 = min(nblk, b0 + per_chunk)
         mask = real[b0:b1].reshape(-1)
         pts = coords[b0:b1].reshape(-1, 3)[mask]
-        block_of_pt = np.repeat(np.arange(b1 - b0), block_size)[mask]
-        dist_atoms = np.sqrt(((pts[:, None, :] - atom_coords[None]) ** 2).sum(-1))
-        # per block: distance from each atom to the nearest point of the block
-        dmin = np.full((b1 - b0, len(atom_coords)), np.inf)
-        np.minimum.at(dmin, block_of_pt, dist_atoms)
+        # per block: distance from each atom to the nearest real point of the block
+        dist = np.sqrt(((coords[b0:b1, :, None, :] - atom_coords) ** 2).sum(-1))
+        dist[~real[b0:b1]] = np.inf
+        dmin = dist.min(axis=1)  # (nb, natm)
         bound = _shell_bounds(dmin[:, atom], ang, alpha, coef, kappa)  # (nb, nbas)
         shells = np.nonzero((bound >= _PRESCREEN_MARGIN * screen_threshold).any(axis=0))[0]
         vals, funcs = [], []
         for s0, s1 in _merged_runs(shells, nfunc):
-            vals.append(auxmol.eval_gto("GTOval_sph_deriv1", pts, shls_slice=(s0, s1)))
+            # eval_gto returns a (4, npts, nf) view of a C-ordered (4, nf, npts) buffer
+            vals.append(auxmol.eval_gto("GTOval_sph_deriv1", pts, shls_slice=(s0, s1))
+                        .transpose(0, 2, 1))
             funcs.append(np.arange(offset[s0], offset[s1 - 1] + nfunc[s1 - 1]))
-        if vals:
-            vals = np.concatenate(vals, axis=2)
-            funcs = np.concatenate(funcs)
+        if not vals:
+            vals, funcs = np.zeros((4, 0, len(pts))), np.zeros(0, dtype=np.int64)
+        elif len(vals) == 1:
+            vals, funcs = np.ascontiguousarray(vals[0]), funcs[0]
         else:
-            vals, funcs = np.zeros((4, len(pts), 0)), np.zeros(0, dtype=np.int64)
-        amax = np.abs(vals).max(axis=0)  # (npts, nsel)
-        starts = np.searchsorted(block_of_pt, np.arange(b1 - b0))
-        stops = np.searchsorted(block_of_pt, np.arange(b1 - b0), side="right")
-        for p0, p1 in zip(starts, stops):
-            sig = amax[p0:p1].max(axis=0) > screen_threshold
-            blocks_ao.append(vals[:, p0:p1][:, :, sig])
+            vals, funcs = np.concatenate(vals, axis=1), np.concatenate(funcs)
+        amax = np.maximum(vals.max(axis=0), -vals.min(axis=0))  # (nsel, npts)
+        counts = real[b0:b1].sum(axis=1)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        block_max = np.maximum.reduceat(amax, starts, axis=1)  # (nsel, nb)
+        for j, (p0, n) in enumerate(zip(starts.tolist(), counts.tolist())):
+            sig = block_max[:, j] > screen_threshold
+            blocks_ao.append(vals[:, sig, p0:p0 + n])
             blocks_idx.append(funcs[sig])
     return blocks_ao, blocks_idx
 

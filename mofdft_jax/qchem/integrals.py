@@ -118,8 +118,8 @@ def _coulomb_operator(auxmol: gto.Mole, kind: str):
 
 def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | None = 2,
                           with_forces: bool = True, with_overlap: bool = True,
-                          coulomb: str = "dense",
-                          grids=None) -> IntegralBundle:
+                          coulomb: str = "dense", grids=None,
+                          grid_padding: tuple[int, int] = (1, 1)) -> IntegralBundle:
     """The :class:`IntegralBundle` of one molecule (spec §4.1), as float64 JAX arrays.
 
     Args:
@@ -134,6 +134,9 @@ def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | 
         molecules whose dense W̃ does not fit in memory) or ``"none"``.
       grids: optional built PySCF ``Grids`` to use for the grid terms (e.g. the KS calculation's own
         grid, so that E_XC of orbitals and of fitted densities share the points).
+      grid_padding: ``(block_multiple, function_multiple)`` of
+        :func:`~mofdft_jax.qchem.grids.build_grid_bundle` (zero padding that changes no grid term
+        and lets molecules of similar size share compiled solvers).
     """
     import jax.numpy as jnp
 
@@ -146,7 +149,10 @@ def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | 
 
         from mofdft_jax.qchem.grids import build_grid_bundle
 
-        grid = build_grid_bundle(mol, auxmol, 2 if grid_level is None else grid_level, grids=grids)
+        block_multiple, function_multiple = grid_padding
+        grid = build_grid_bundle(mol, auxmol, 2 if grid_level is None else grid_level, grids=grids,
+                                 block_multiple=block_multiple,
+                                 function_multiple=function_multiple)
         grid = jax.tree.map(jnp.asarray, grid)
 
     def f64(x):

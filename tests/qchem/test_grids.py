@@ -168,3 +168,36 @@ def test_dense_is_chosen_automatically_for_small_molecules(ethanol, monkeypatch)
 def test_masking_helper_is_exported():
     fn = masked_energy_density(lambda r, s: r ** (4.0 / 3.0), uses_sigma=False)
     assert float(fn(jnp.array(-1.0), jnp.array(0.0))) == 0.0
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_padding_at_build_changes_no_grid_term(ethanol, ethanol_grids, dense):
+    """``block_multiple`` / ``function_multiple`` pad with zero-weight blocks and zero columns:
+    every grid term and its gradient equal the unpadded bundle's (to rounding), the real blocks
+    are unchanged, and padding blocks index distinct functions (no repeated scatter)."""
+    mol, auxmol = ethanol
+    plain = ethanol_grids[0] if dense else ethanol_grids[1]
+    padded = build_grid_bundle(mol, auxmol, level=0, block_size=64, dense=dense,
+                               block_multiple=7, function_multiple=48)
+    nblk, nsig = plain.weights.shape[0], plain.idx.shape[1]
+    assert padded.weights.shape[0] % 7 == 0 and padded.weights.shape[0] >= nblk
+    assert padded.idx.shape[1] % 48 == 0 and padded.idx.shape[1] >= nsig
+    np.testing.assert_array_equal(padded.weights[:nblk], plain.weights)
+    np.testing.assert_array_equal(padded.ao[:nblk, :, :, :nsig], plain.ao)
+    assert not padded.weights[nblk:].any() and not padded.ao[nblk:].any()
+    assert not padded.ao[:, :, :, nsig:].any()
+    if padded.weights.shape[0] > nblk:
+        pad_idx = padded.idx[nblk:][0]
+        assert len(np.unique(pad_idx)) == min(len(pad_idx), int(plain.idx.max()) + 1)
+    coeffs, _ = atomic_gaussians_coeffs(mol, auxmol)
+    p = jnp.asarray(coeffs)
+    for grid in (plain, padded):
+        grid_jax = jax.tree.map(jnp.asarray, grid)
+        terms = jax.value_and_grad(
+            lambda c, g: sum(grid_energy_terms(c, g, kinetic="apbe", xc="pbe").values()))
+        value, grad = terms(p, grid_jax)
+        if grid is plain:
+            ref_value, ref_grad = value, grad
+    assert float(value) == pytest.approx(float(ref_value), rel=1e-13)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(ref_grad), rtol=0,
+                               atol=1e-12 * float(jnp.max(jnp.abs(ref_grad))))

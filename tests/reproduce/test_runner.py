@@ -73,3 +73,19 @@ def test_cli_runs_each_experiment_in_its_own_process_and_resumes(tmp_path, monke
     assert [c[c.index("reproduce") + 1] for c in calls] == ["scaling"]
     assert json.loads(stdout[stdout.index("{"):])["protein_speedup"]["status"] == "cached"
     assert command._run_isolated.__doc__
+
+
+def test_compilation_cache_is_switched_on_for_a_folder(tmp_path):
+    """enable_compilation_cache points JAX's persistent cache at the folder (created)."""
+    import jax
+
+    from mofdft_jax.config import enable_compilation_cache
+
+    before = jax.config.read("jax_compilation_cache_dir")
+    try:
+        enable_compilation_cache(tmp_path / "xla", min_compile_time_s=2.0)
+        assert (tmp_path / "xla").is_dir()
+        assert jax.config.read("jax_compilation_cache_dir") == str(tmp_path / "xla")
+        assert jax.config.read("jax_persistent_cache_min_compile_time_secs") == 2.0
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
