@@ -81,11 +81,11 @@ def test_compilation_cache_is_switched_on_for_a_folder(tmp_path):
 
     from mofdft_jax.config import enable_compilation_cache
 
-    before = jax.config.read("jax_compilation_cache_dir")
+    before = jax.config.jax_compilation_cache_dir
     try:
         enable_compilation_cache(tmp_path / "xla", min_compile_time_s=2.0)
         assert (tmp_path / "xla").is_dir()
-        assert jax.config.read("jax_compilation_cache_dir") == str(tmp_path / "xla")
-        assert jax.config.read("jax_persistent_cache_min_compile_time_secs") == 2.0
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 2.0
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
