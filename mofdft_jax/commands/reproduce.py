@@ -44,10 +44,12 @@ def reproduce(
                             seed=seed, workers=workers, force=force, progress=not json_output)
     console = Console(stderr=True)
     isolate = len(names) > 1 if isolate is None else isolate
-    if compile_cache and not isolate:
-        from mofdft_jax.config import enable_compilation_cache
+    if not isolate:
+        from mofdft_jax.config import enable_compilation_cache, keep_freed_memory
 
-        enable_compilation_cache(ctx.cache_dir / "xla")
+        keep_freed_memory()  # this process runs one experiment and exits
+        if compile_cache:
+            enable_compilation_cache(ctx.cache_dir / "xla")
     summary, failed = {}, []
     for name in names:
         config = runner.load_config(name, preset)

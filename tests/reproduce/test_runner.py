@@ -89,3 +89,19 @@ def test_compilation_cache_is_switched_on_for_a_folder(tmp_path):
         assert jax.config.jax_persistent_cache_min_compile_time_secs == 2.0
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_keep_freed_memory_applies_on_glibc():
+    """keep_freed_memory switches glibc's mmap off (True on Linux/glibc); large arrays allocated
+    afterwards behave as before. In a child process: the setting lasts for the process."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from mofdft_jax.config import keep_freed_memory; "
+            "ok = keep_freed_memory(); a = np.ones((16, 1024, 1024)); s = float(a.sum()); "
+            "del a; b = np.zeros((16, 1024, 1024)); print(ok, s, bool(b.any()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[1:] == [str(16.0 * 1024 * 1024), "False"]
+    if sys.platform.startswith("linux"):
+        assert out[0] == "True"
