@@ -188,7 +188,6 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
     order = order_points_in_blocks(coords_all, block_size)
     nblk = -(-npts // block_size)
     nblk_pad = _round_up(nblk, block_multiple)
-    npad = nblk_pad * block_size - npts
     coords = np.zeros((nblk_pad * block_size, 3))
     coords[:npts] = coords_all[order]
     coords[npts: nblk * block_size] = coords_all[order[-1]]  # the last real block's padding
@@ -197,7 +196,6 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
     weights[:npts] = weights_all[order]
     weights = weights.reshape(nblk_pad, block_size)
     real = (np.arange(nblk * block_size) < npts).reshape(nblk, block_size)
-    del npad
 
     if dense:
         nsig = _round_up(naux, function_multiple)
