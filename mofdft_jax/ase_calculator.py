@@ -67,39 +67,6 @@ def atoms_from_molecule(molecule):
     return Atoms(numbers=molecule.numbers, positions=molecule.coords_angstrom)
 
 
-def pad_grid_functions(grid, multiple: int):
-    """The grid with the significant-function axis padded to a multiple of ``multiple``.
-
-    Padding columns have zero basis values and index function 0 (the :class:`GridBundle`
-    convention for padding), so every grid term is unchanged.
-    """
-    import jax.numpy as jnp
-
-    nsig = grid.idx.shape[1]
-    extra = (-nsig) % multiple
-    if extra == 0:
-        return grid
-    ao = jnp.asarray(grid.ao)
-    idx = jnp.asarray(grid.idx)
-    ao = jnp.concatenate([ao, jnp.zeros(ao.shape[:-1] + (extra,), dtype=ao.dtype)], axis=-1)
-    idx = jnp.concatenate([idx, jnp.zeros((idx.shape[0], extra), dtype=idx.dtype)], axis=-1)
-    return grid._replace(ao=ao, idx=idx)
-
-
-def pad_grid(grid, block_multiple: int = GRID_BLOCK_MULTIPLE,
-             function_multiple: int = GRID_FUNCTION_MULTIPLE):
-    """Blocks and significant functions of a grid padded (no change to any grid term)."""
-    from mofdft_jax.commands.learned_solve import pad_grid_bundle
-
-    if grid is None:
-        return None
-    if block_multiple > 1:
-        grid = pad_grid_bundle(grid, block_multiple)
-    if function_multiple > 1:
-        grid = pad_grid_functions(grid, function_multiple)
-    return grid
-
-
 class MOFDFTCalculator(Calculator):
     """M-OFDFT energy and Hellmann–Feynman forces for ASE (see the module docstring).
 
@@ -329,5 +296,4 @@ class KSCalculator(Calculator):
 
 
 __all__ = ["GRID_BLOCK_MULTIPLE", "GRID_FUNCTION_MULTIPLE", "HA_PER_BOHR_TO_EV_PER_ANGSTROM",
-           "KSCalculator", "MOFDFTCalculator", "atoms_from_molecule", "molecule_from_atoms",
-           "pad_grid", "pad_grid_functions"]
+           "KSCalculator", "MOFDFTCalculator", "atoms_from_molecule", "molecule_from_atoms"]

@@ -26,11 +26,12 @@ from ase import Atoms
 from ase import units as ase_units
 
 from mofdft_jax.ase_calculator import (
+    GRID_BLOCK_MULTIPLE,
+    GRID_FUNCTION_MULTIPLE,
     HA_PER_BOHR_TO_EV_PER_ANGSTROM,
     KSCalculator,
     MOFDFTCalculator,
     molecule_from_atoms,
-    pad_grid,
 )
 from mofdft_jax.units import ANGSTROM_TO_BOHR, HARTREE_TO_EV
 
@@ -169,15 +170,25 @@ def test_warm_start_uses_the_previous_density(calc):
     assert calc.solve_log[-1]["start"] == "minao"
 
 
-def test_padding_leaves_the_grid_terms_unchanged(solved):
-    from mofdft_jax.functionals import grid_energy_terms
+def test_padding_leaves_the_grid_terms_unchanged(solved, calc):
+    """The calculator's grid is padded at build (GRID_BLOCK_MULTIPLE blocks,
+    GRID_FUNCTION_MULTIPLE functions); its grid terms equal those of the unpadded grid."""
+    import jax
+    import jax.numpy as jnp
 
-    _, _, _, result, bundle = solved
-    grid = bundle.grid
-    padded = bundle._replace(grid=pad_grid(grid, 32, 128))
-    assert padded.grid.idx.shape[1] % 128 == 0 and padded.grid.weights.shape[0] % 32 == 0
-    a = grid_energy_terms(result.coeffs, bundle, kinetic="apbe", xc="pbe")
-    b = grid_energy_terms(result.coeffs, padded, kinetic="apbe", xc="pbe")
+    from mofdft_jax.functionals import grid_energy_terms
+    from mofdft_jax.qchem.basis import make_auxmol, make_mol
+    from mofdft_jax.qchem.grids import build_grid_bundle
+
+    atoms, _, _, result, bundle = solved
+    padded = bundle.grid
+    assert padded.idx.shape[1] % GRID_FUNCTION_MULTIPLE == 0
+    assert padded.weights.shape[0] % GRID_BLOCK_MULTIPLE == 0
+    mol = make_mol(molecule_from_atoms(atoms), calc.basis)
+    plain = jax.tree.map(jnp.asarray, build_grid_bundle(mol, make_auxmol(mol), calc.grid_level))
+    assert plain.weights.shape[0] <= padded.weights.shape[0]
+    a = grid_energy_terms(result.coeffs, plain, kinetic="apbe", xc="pbe")
+    b = grid_energy_terms(result.coeffs, bundle, kinetic="apbe", xc="pbe")
     for k in a:
         assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-13, abs=1e-13)
 

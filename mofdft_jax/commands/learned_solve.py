@@ -48,30 +48,6 @@ def load_functional(path):
         raise InputError(str(exc)) from None
 
 
-def pad_grid_bundle(grid, multiple: int):
-    """The grid with zero-weight blocks appended up to a multiple of ``multiple`` blocks.
-
-    Padding blocks have zero weights and basis values and index the first functions, so every grid
-    term is unchanged (they contribute exact zeros).
-    """
-    import jax.numpy as jnp
-
-    nblk = grid.weights.shape[0]
-    extra = (-nblk) % multiple
-    if extra == 0:
-        return grid
-
-    def pad(x, value=0):
-        x = jnp.asarray(x)
-        return jnp.concatenate([x, jnp.full((extra,) + x.shape[1:], value, dtype=x.dtype)])
-
-    idx = jnp.asarray(grid.idx)
-    idx_pad = jnp.broadcast_to(jnp.arange(idx.shape[1], dtype=idx.dtype) % (int(idx.max()) + 1),
-                               (extra, idx.shape[1]))
-    return grid._replace(weights=pad(grid.weights), coords=pad(grid.coords), ao=pad(grid.ao),
-                         idx=jnp.concatenate([idx, idx_pad]))
-
-
 _ENERGY_FNS: dict = {}
 
 
