@@ -55,6 +55,20 @@ def test_growth_fit_uses_fewer_parameters_with_few_sizes():
     assert fit2.form == "none" and np.isnan(fit2.c) and "too few" in fit2.note
 
 
+def test_classical_runs_take_the_first_conformers_of_each_fragment():
+    class FakeData:
+        meta = {f"{g}{i}": {"fragment": g} for g in ("TG", "GT") for i in range(3)}
+
+        def open(self):
+            return type("Shards", (), {"meta": lambda _, f: self.meta[f]})()
+
+    files = ["TG0", "GT0", "TG1", "TG2", "GT1", "GT2"]
+    assert pe.first_conformers(FakeData(), files, 2) == {"TG0", "TG1", "GT0", "GT1"}
+    assert pe.first_conformers(FakeData(), files, None) is None
+    with pytest.raises(ValueError, match="relative energies"):
+        pe.first_conformers(FakeData(), files, 1)
+
+
 def test_size_bins_follow_the_papers_bins():
     assert [ex.size_bin(n, 5) for n in (16, 20, 21, 56, 60, 100)] == [16, 16, 21, 56, 56, 96]
     assert ex.size_bin(7, 1) == 7
