@@ -143,16 +143,20 @@ def previous_runs(out: Path, experiment: str, replaced: list[str], hardware: str
 
 
 def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
-        max_run_s: float | None = None, keep_previous: bool = False):
+        max_run_s: float | None = None, keep_previous: bool = False, refit_only: bool = False):
     """Run the experiment at ``ctx.preset`` and write ``ctx.out_dir/<folder>``; ``systems`` and
     ``max_run_s`` replace the preset's list of systems and its per-solve time limit (recorded in
     the run's config). ``keep_previous`` keeps the rows of systems of an earlier write of the
     folder that this run does not solve (same hardware; each row says when and at which commit
     it was measured), with their KS-DFT extrapolation redone with this run's fit — so the two
-    protein solves (~25 minutes each on the 2-core CPU) can be made in separate sessions."""
+    protein solves (~25 minutes each on the 2-core CPU) can be made in separate sessions.
+    ``refit_only`` solves nothing: it keeps every earlier row and redoes their KS-DFT extrapolation
+    with the current scaling fit (after a new ``scaling`` run in the same results folder)."""
     t0, cpu0 = time.perf_counter(), pl.cpu_seconds()
     config = dict(load_protein_config(ctx.preset))
-    if systems:
+    if refit_only:
+        config["systems"], keep_previous = [], True
+    elif systems:
         config["systems"] = list(systems)
     if max_run_s is not None:
         config["ofdft_max_run_s"] = float(max_run_s)
@@ -165,6 +169,9 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
     runs, roofline = [], []
     if keep_previous:
         runs, roofline = previous_runs(ctx.out_dir, folder, config["systems"], hardware)
+    if refit_only and not runs:
+        raise ValueError(f"--refit-only: no earlier rows measured on {hardware} in "
+                         f"{ctx.out_dir / folder}")
     commit = git_commit()
     for spec in config["systems"]:
         path = system_file(spec, cache)
@@ -283,6 +290,10 @@ def run(ctx, folder: str | None = None, *, systems: list[str] | None = None,
                                 data_fingerprints={}, intro=intro, figures={},
                                 extra_tables=extra,
                                 extra_info={"time_metric": metric, "ks_fit_source": fit_source,
+                                            "refit_only": refit_only,
+                                            "solves_wall_s": float(sum(
+                                                float(r.get("process_wall_s", r.get(col, 0.0)))
+                                                for _, r in runs)),
                                             "kept_from_earlier_runs": {
                                                 spec: r.get("measured_at_utc") for spec, r in runs
                                                 if spec not in config["systems"]}})
@@ -301,6 +312,9 @@ def main(argv=None) -> int:
                         help="systems to solve instead of the preset's (e.g. protein:2WXC)")
     parser.add_argument("--max-run-s", type=float, default=None,
                         help="time limit of each M-OFDFT solve, seconds (preset: ofdft_max_run_s)")
+    parser.add_argument("--refit-only", action="store_true",
+                        help="solve nothing: re-extrapolate the KS-DFT time of the rows already "
+                             "in the results folder with the current scaling fit")
     parser.add_argument("--keep-previous", action="store_true",
                         help="keep the rows of other systems already in the results folder "
                              "(same hardware) instead of replacing the folder")
@@ -309,7 +323,7 @@ def main(argv=None) -> int:
     ctx = RunContext(preset=args.preset, out_dir=args.out,
                      cache_dir=args.cache or default_cache_dir(), progress=False)
     path = run(ctx, systems=args.systems, max_run_s=args.max_run_s,
-               keep_previous=args.keep_previous)
+               keep_previous=args.keep_previous, refit_only=args.refit_only)
     print(path)
     return 0
 

@@ -84,7 +84,15 @@ def timing_section(folders: list[Path]) -> list[str]:
     for folder in folders:
         for info_path in sorted(Path(folder).glob("*/run_info.json")):
             info = json.loads(info_path.read_text())
-            rows.append((info.get("experiment", info_path.parent.name), info.get("preset", "?"),
+            name = info.get("experiment", info_path.parent.name)
+            if info.get("refit_only"):  # a KS re-extrapolation: the run time is its solves'
+                rows.append((f"{name} (solves; KS re-extrapolated {info.get('date_utc', '')})",
+                             info.get("preset", "?"), float(info.get("solves_wall_s", "nan")),
+                             None, None, info.get("hardware", ""),
+                             ", ".join(sorted(map(str, info.get("kept_from_earlier_runs", {})
+                                                  .values())))))
+                continue
+            rows.append((name, info.get("preset", "?"),
                          float(info.get("wall_s", float("nan"))), info.get("cpu_s"),
                          info.get("load_average_at_end"), info.get("hardware", ""),
                          info.get("date_utc", "")))

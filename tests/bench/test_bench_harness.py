@@ -29,6 +29,27 @@ def test_fit_recovers_exponent(rng):
     assert lo[0] <= hi[0] and abs(t[0] - t_true) / t_true < 0.3
 
 
+def test_exponent_uncertainty_is_the_profile_when_the_fit_is_degenerate(rng):
+    """Times with a large constant and a linear growth (the cpu preset's M-OFDFT series:
+    10-31 s over 10-190 electrons) leave c undetermined: the covariance at the optimum can be
+    small, the profile-likelihood half-width is not; a clean power law keeps a tight, finite
+    uncertainty no smaller than the covariance's."""
+    from mofdft_jax.bench.fit import profile_exponent_halfwidth
+
+    n = np.array([10, 18, 26, 34, 50, 66, 70, 82, 98, 130, 162, 190], dtype=float)
+    times = (9.0 + 0.12 * n) * np.exp(rng.normal(scale=0.05, size=n.size))
+    fit = fit_scaling(n, times)
+    assert fit.c_err > 0.5, (fit.c, fit.c_err)
+    n = np.array([20, 40, 70, 110, 160, 230, 320, 450, 600], dtype=float)
+    times = ((0.024 * n + 0.69) ** 2.49 + 9.81) * np.exp(rng.normal(scale=0.03, size=n.size))
+    fit = fit_scaling(n, times)
+    half = profile_exponent_halfwidth(n, times, [fit.a, fit.b, fit.c, fit.d])
+    assert 0.0 < half < 0.5 and fit.c_err == pytest.approx(max(half, np.sqrt(fit.cov[2, 2])))
+    assert abs(fit.c - 2.49) < 3 * fit.c_err
+    # too few degrees of freedom: nothing determined
+    assert profile_exponent_halfwidth(n[:4], times[:4], [fit.a, fit.b, fit.c, fit.d]) == np.inf
+
+
 def test_fit_falls_back_to_power_law_with_few_points():
     n = np.array([10.0, 20.0, 40.0])
     fit = fit_scaling(n, 0.5 * n ** 1.7)

@@ -185,6 +185,32 @@ def test_readme_results_splices_generated_blocks(results, tmp_path):
     assert claims.strip() + "\n\n" + times.strip() == printed.strip()
 
 
+def test_readme_timing_of_a_ks_refit_shows_the_solves(tmp_path):
+    """A protein folder rewritten by ``--refit-only`` (KS re-extrapolated, nothing solved) is
+    listed with the wall time of its kept solves and their dates, not the refit's seconds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_results",
+                                                  REPO / "scripts" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, info in (("scaling", {"wall_s": 780.0, "cpu_s": 1500.0}),
+                       ("protein_speedup_cpu", {"wall_s": 1.5, "refit_only": True,
+                                                "solves_wall_s": 2548.0,
+                                                "kept_from_earlier_runs": {
+                                                    "protein:1PRB": "2026-11-25T22:22",
+                                                    "protein:2WXC": "2026-11-25T19:05"}})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run_info.json").write_text(json.dumps(
+            {"experiment": name, "preset": "cpu", "hardware": "2-core CPU",
+             "date_utc": "2026-11-26T04:00", **info}))
+    lines = module.timing_section([tmp_path])
+    row = next(line for line in lines if line.startswith("| protein_speedup_cpu"))
+    assert "42.5 min" in row and "KS re-extrapolated 2026-11-26T04:00" in row
+    assert "2026-11-25T19:05" in row and "1 s" not in row
+    assert any(line.startswith("| scaling | cpu | 13.0 min | 25.0 min") for line in lines)
+
+
 # ------------------------------------------------------------------------------------------------
 # density-quality host quadrature (independent references)
 

@@ -116,6 +116,15 @@ def test_protein_keep_previous_keeps_other_systems(micro_results, tmp_path):
     info = json.loads((path / "run_info.json").read_text())
     assert list(info["kept_from_earlier_runs"]) == ["peptide:GG"]
     assert info["config"]["systems"] == ["alkane:1"]
+    # refit only: nothing solved, every row kept with its measured columns
+    path = protein_speedup.run(ctx2, refit_only=True)
+    refit = pd.read_csv(path / "protein_speedup.csv").set_index("system")
+    assert sorted(refit.index) == ["alkane:1", "peptide:GG"]
+    for col in ("wall_s", "measured_at_utc", "ks_time_s"):
+        assert (refit[col] == table[col]).all(), col
+    info = json.loads((path / "run_info.json").read_text())
+    assert info["refit_only"] and info["config"]["systems"] == []
+    assert info["solves_wall_s"] == pytest.approx(table["process_wall_s"].sum())
     # default: the folder holds this run's systems only
     path = protein_speedup.run(ctx2, systems=["alkane:1"])
     assert list(pd.read_csv(path / "protein_speedup.csv")["system"]) == ["alkane:1"]
