@@ -7,7 +7,7 @@ covariance standard error and the half-width of its profile-likelihood interval 
 when the times grow almost linearly over the measured range, (aN + b)^c + d is degenerate (a, b
 grow without bound while c slides to its bound) and the covariance at the optimum understates the
 freedom of c — the profile does not (cpu preset, M-OFDFT 10-190 electrons: c = 0.22 ± 0.06 by
-the covariance, any c in [0.2, ~1.5] by the profile). With fewer than five points (four
+the covariance; the profile interval reaches the bound c = 0.2, so c_err = inf). With fewer than five points (four
 parameters) or an ill-conditioned fit it falls back to the two-parameter power law
 t = (a N_e)^c (a straight line in log-log, d = b = 0) and says so.
 :func:`predict` extrapolates with a band from the parameter covariance (Monte Carlo).
@@ -59,6 +59,10 @@ class ScalingFit:
         return {"a": self.a, "b": self.b, "c": self.c, "d": self.d, "c_err": self.c_err,
                 "form": self.form, "n_points": self.n_points,
                 "n_min": self.n_range[0], "n_max": self.n_range[1]}
+
+
+#: Bounds of the exponent c in the four-parameter fit.
+_C_BOUNDS = (0.2, 6.0)
 
 
 def scaling_model(n, a, b, c, d):
@@ -120,10 +124,6 @@ def fit_scaling(n_electrons, times) -> ScalingFit:
     return ScalingFit(a=a, b=b, c=c, d=d, c_err=c_err,
                       form="(aN+b)^c+d", cov=cov, n_points=len(n),
                       n_range=(float(n.min()), float(n.max())))
-
-
-#: Bounds of the exponent c in the four-parameter fit.
-_C_BOUNDS = (0.2, 6.0)
 
 
 def _weighted_ss(n, t, a, b, c, d) -> float:
