@@ -44,6 +44,29 @@ def test_ks_budget_stops_and_extrapolates(monkeypatch):
     assert speed.loc["m320", "kind"] == "extrapolated" and speed.loc["m10", "kind"] == "measured"
 
 
+def test_ks_systems_left_out_are_extrapolated_not_run(monkeypatch):
+    def fake_run(job, timeout_s=None, threads=None):
+        fake_run.ran.append(job["system"])
+        n = int(job["system"][1:])
+        return {"status": "ok", "wall_s": 1e-3 * n ** 2.5, "n_electrons": n,
+                "process_wall_s": 1e-3 * n ** 2.5}
+
+    fake_run.ran = []
+    monkeypatch.setattr(scaling, "run_isolated", fake_run)
+    systems = [(f"m{n}", f"m{n}", n) for n in (10, 20, 30, 40)]
+    rows = scaling.run_ks_series(systems, {"ks_budget_s": 1000, "ks_max_run_s": 200,
+                                           "ks_systems": ["m10", "m20", "m40"]})
+    assert fake_run.ran == ["m10", "m20", "m40"]
+    left_out = [r for r in rows if r["system"] == "m30"]
+    assert left_out[0]["status"] == "skipped" and "ks_systems" in left_out[0]["message"]
+    of_rows = [{"system": s, "method": "M-OFDFT", "status": "ok", "n_electrons": n,
+                "wall_s": 0.01 * n} for s, _, n in systems]
+    table, _ = scaling.analyse(of_rows + rows, "wall")
+    ks = table[table["method"] == "KS-DFT"].set_index("system")
+    assert ks.loc["m30", "kind"] == "extrapolated"
+    np.testing.assert_allclose(ks.loc["m30", "wall_s"], 1e-3 * 30 ** 2.5, rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def micro_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("speed")
