@@ -72,7 +72,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
                            rule: str = "iid", gtol: float = 1e-4, basis: str | None = None,
                            grid_level: int | None = None, trajectory: Path | None = None,
                            cube: Path | None = None, console=None,
-                           pad_grid_blocks: int = 1) -> tuple[dict, object]:
+                           pad_grid_blocks: int = 1,
+                           grid_dtype: str = "float64") -> tuple[dict, object]:
     """Optimise the density of ``molecule`` with a learned functional (see module docstring).
 
     Args:
@@ -82,6 +83,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
       lr, xc, basis, grid_level: ``None`` takes the checkpoint's defaults (then 1e-3, PBE, the
         paper's basis, grid level 2).
       pad_grid_blocks: pad the grid to a multiple of this many blocks.
+      grid_dtype: storage type of the grid's basis values (``ts_res`` only): ``"float64"`` or the
+        explicit ``"float32"`` option (:func:`~mofdft_jax.qchem.integrals.build_integral_bundle`).
 
     Returns:
       ``(summary dict, SolveResult)``; the summary has the keys of ``mofdft solve``.
@@ -127,7 +130,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level if needs_grid else None,
                                        with_forces=with_forces,
                                        with_overlap=functional.use_reparam,
-                                       grid_padding=(pad_grid_blocks, 1))
+                                       grid_padding=(pad_grid_blocks, 1),
+                                       grid_dtype=grid_dtype)
         geometry = functional.prepare(bundle)
         progress.update(setup, description=f"{molecule.name}: initial guess ({init})")
         settings = PAPER_SETTINGS.replace(basis=basis, grid_level=grid_level,
@@ -173,6 +177,7 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         "init": init,
         "basis": basis,
         "grid_level": grid_level if needs_grid else None,
+        "grid_dtype": grid_dtype if needs_grid else None,
         "lr": lr,
         "steps": steps,
         "rule": rule,

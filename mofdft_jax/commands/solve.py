@@ -47,6 +47,9 @@ def solve_command(
     grid_level: int = typer.Option(None, "--grid-level", min=0, max=9, help="PySCF grid level of "
                                    "the kinetic and XC terms (paper: 2; a checkpoint defaults to "
                                    "the grid level of its labels)."),
+    grid_dtype: str = typer.Option("float64", "--grid-dtype", help="Storage type of the basis "
+                                   "values on the grid: float64, or float32 (half the memory, "
+                                   "~25 % faster grid terms, ~1e-8 relative energy error)."),
     index: int = typer.Option(0, "--index", min=0, help="Which molecule of a multi-molecule "
                               "file."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -73,6 +76,7 @@ def solve_command(
     _choices("--init", init, list(INITIAL_GUESSES))
     _choices("--xc", xc, list(XC_FUNCTIONALS))
     _choices("--rule", rule, ["iid", "ood"])
+    _choices("--grid-dtype", grid_dtype, ["float64", "float32"])
 
     from rich.console import Console
 
@@ -83,6 +87,7 @@ def solve_command(
         summary, result = run_solve_learned(file, functional, init=init, steps=steps, lr=lr,
                                             rule=rule, gtol=gtol, basis=basis,
                                             grid_level=grid_level, index=index,
+                                            grid_dtype=grid_dtype,
                                             trajectory=trajectory, cube=cube, console=console)
     else:
         if init == "projminao":
@@ -92,7 +97,7 @@ def solve_command(
                                     lr=1e-3 if lr is None else lr, xc=xc, rule=rule, gtol=gtol,
                                     basis=basis, grid_level=2 if grid_level is None else grid_level,
                                     index=index, trajectory=trajectory, cube=cube,
-                                    console=console)
+                                    console=console, grid_dtype=grid_dtype)
     if json_output:
         typer.echo(json.dumps(summary))
     else:
@@ -105,7 +110,8 @@ def solve_command(
 def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps: int = 1000,
               lr: float = 1e-3, xc: str = "pbe", rule: str = "iid", gtol: float = 1e-4,
               basis: str | None = None, grid_level: int = 2, index: int = 0,
-              trajectory: Path | None = None, cube: Path | None = None, console=None):
+              trajectory: Path | None = None, cube: Path | None = None, console=None,
+              grid_dtype: str = "float64"):
     """Everything ``mofdft solve`` does; returns ``(summary dict, SolveResult)``."""
     import numpy as np
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -138,7 +144,8 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         natm, naux = mol.natm, auxmol.nao_nr()
         with_forces = natm * 3 * naux * 8 <= MAX_FORCE_INTEGRALS_BYTES
         bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level,
-                                       with_forces=with_forces, with_overlap=False)
+                                       with_forces=with_forces, with_overlap=False,
+                                       grid_dtype=grid_dtype)
         progress.update(setup, description=f"{molecule.name}: initial guess ({init})")
         settings = PAPER_SETTINGS.replace(basis=basis, grid_level=grid_level, xc=PYSCF_XC[xc])
         guess = initial_guess(init, mol, auxmol, settings=settings)
@@ -178,6 +185,7 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         "init": init,
         "basis": basis,
         "grid_level": grid_level,
+        "grid_dtype": grid_dtype,
         "lr": lr,
         "steps": steps,
         "rule": rule,

@@ -73,8 +73,15 @@ def _grid_values(coeffs: Array, grid: GridBundle) -> Array:
     (Measured on the 2-core CPU, ethanol level 2: this streams ``ao`` at memory bandwidth, while a
     ``lax.scan``/``lax.map`` over blocks, or a scan with the gradient fused per block, was 2-7×
     slower: XLA:CPU runs the small per-block dots single-threaded and copies the loop slices.)
+
+    A float32 ``ao`` (``build_grid_bundle(..., dtype="float32")``, an explicit option) is
+    contracted in float32 — coefficients rounded to float32, the result returned in the
+    coefficients' type — since a mixed float32 × float64 contraction converts all of ``ao`` first
+    (measured 6× slower). Autodiff then runs the transposed contraction in float32 too.
     """
-    return jnp.einsum("bxgs,bs->bxg", grid.ao, jnp.asarray(coeffs)[grid.idx])
+    coeffs = jnp.asarray(coeffs)
+    vals = jnp.einsum("bxgs,bs->bxg", grid.ao, coeffs[grid.idx].astype(grid.ao.dtype))
+    return vals.astype(coeffs.dtype)
 
 
 def density_on_grid(coeffs: Float[Array, "naux"], grid: GridBundle
