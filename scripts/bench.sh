@@ -2,8 +2,9 @@
 # Performance-regression benchmarks: run tests/benchmarks (pytest -m benchmark), reduce every
 # benchmark to its ratio to a fixed reference computation timed in the same run
 # (tests/benchmarks/conftest.py), compare with the committed baseline results/bench/baseline.json,
-# print the comparison table and write results/bench/README-table.md (the README's performance
-# section). Exit status 1 when a ratio regresses beyond the tolerance.
+# print the comparison table and write results/bench/README-table.md; a full run (not --ci) also
+# writes that table into README.md's generated performance block. Exit status 1 when a ratio
+# regresses beyond the tolerance.
 #
 # Tolerance: a benchmark regresses when its ratio exceeds 1.5x its baseline ratio (BENCH_TOLERANCE).
 # The CI machine is shared and noisy; the ratio to an in-run reference removes most of the load,
@@ -30,10 +31,11 @@ TOLERANCE="${BENCH_TOLERANCE:-1.5}"
 OUT="${BENCH_OUT:-results/bench}"
 FILES="${BENCH_FILES:-tests/benchmarks}"
 UPDATE=0
+CI=0
 EXTRA=()
 for arg in "$@"; do
     case "$arg" in
-        --ci) FILES="${BENCH_CI_FILES:-tests/benchmarks/test_bench_large.py tests/benchmarks/test_bench_functionals.py}" ;;
+        --ci) CI=1; FILES="${BENCH_CI_FILES:-tests/benchmarks/test_bench_large.py tests/benchmarks/test_bench_functionals.py}" ;;
         --update-baseline) UPDATE=1 ;;
         -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) EXTRA+=("$arg") ;;
@@ -52,6 +54,8 @@ if [ "$status" -ne 0 ]; then
 fi
 ARGS=("$RUN_JSON" "$OUT/baseline.json" --tolerance "$TOLERANCE" --table "$OUT/README-table.md")
 [ "$UPDATE" = 1 ] && ARGS+=(--update)
+# the README's table shows the whole suite: only full runs of the default files write it
+[ "$CI" = 0 ] && [ -z "${BENCH_FILES:-}" ] && [ "${#EXTRA[@]}" = 0 ] && ARGS+=(--readme README.md)
 "$PY" -m mofdft_jax.bench.compare "${ARGS[@]}"
 cmp=$?
 [ "$status" -ne 0 ] && exit "$status"

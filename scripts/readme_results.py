@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from mofdft_jax.bench.compare import splice_generated  # noqa: E402
 from reproduce.verify import STATUSES, load_claims, verify  # noqa: E402
 
 
@@ -122,12 +123,7 @@ def timing_section(folders: list[Path]) -> list[str]:
 def splice(text: str, name: str, body: list[str]) -> str:
     """``text`` with the lines between ``<!-- BEGIN GENERATED: name -->`` and its END marker
     replaced by ``body``."""
-    begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
-    if begin not in text or end not in text:
-        raise SystemExit(f"no '{begin}' ... '{end}' block in the README")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    return head + begin + "\n" + "\n".join(body).strip("\n") + "\n" + end + tail
+    return splice_generated(text, name, "\n".join(body))
 
 
 def main(argv=None) -> int:

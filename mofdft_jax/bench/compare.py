@@ -8,11 +8,12 @@ exceeds ``tolerance`` × its baseline ratio (default 1.5: the CI machine is shar
 real slow-down of the code by 1.5× or more is caught, ordinary load fluctuations are not).
 
 Output: the comparison table on stdout, a Markdown table for the README's performance section
-(``--table``), exit status 1 on any regression. ``--update`` writes the run's ratios as the new
-baseline instead of comparing.
+(``--table``; ``--readme README.md`` also writes it into the README between the markers
+``<!-- BEGIN GENERATED: performance -->`` and ``<!-- END GENERATED: performance -->``), exit status
+1 on any regression. ``--update`` writes the run's ratios as the new baseline instead of comparing.
 
 Usage: ``python -m mofdft_jax.bench.compare RUN.json BASELINE.json [--tolerance 1.5]
-[--table results/bench/README-table.md] [--update]``.
+[--table results/bench/README-table.md] [--readme README.md] [--update]``.
 """
 
 from __future__ import annotations
@@ -92,12 +93,25 @@ def format_table(rows: list[dict], tolerance: float, *, markdown: bool) -> str:
     return "\n".join(lines)
 
 
+def splice_generated(text: str, name: str, body: str) -> str:
+    """``text`` with the lines between ``<!-- BEGIN GENERATED: name -->`` and its END marker
+    replaced by ``body`` (the README's generated sections)."""
+    begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"no '{begin}' ... '{end}' block in the README")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + begin + "\n" + body.strip("\n") + "\n" + end + tail
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("baseline", type=Path)
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--table", type=Path, default=None)
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="also write the table into this README's 'performance' block")
     parser.add_argument("--update", action="store_true")
     args = parser.parse_args(argv)
     run = json.loads(args.run.read_text())
@@ -122,16 +136,20 @@ def main(argv=None) -> int:
                          else {"ratios": {}})
     rows = compare(ratios, baseline_data, args.tolerance)
     print(format_table(rows, args.tolerance, markdown=False))
-    if args.table is not None:
-        args.table.parent.mkdir(parents=True, exist_ok=True)
+    if args.table is not None or args.readme is not None:
         note = (f"Benchmarks of `scripts/bench.sh` on {where}, {when[:19]} UTC"
                 + (f", 1-min load average {load:.1f}" if load is not None else "")
                 + f". Ratio = time / fixed reference computation timed in the same run "
                   f"({run.get('reference', 'see tests/benchmarks/conftest.py')}); regression "
                   f"when the ratio exceeds {args.tolerance:g}× the committed baseline "
                   f"(`results/bench/baseline.json`, {baseline_data.get('date_utc', '?')[:10]}).")
-        args.table.write_text(note + "\n\n" + format_table(rows, args.tolerance, markdown=True)
-                              + "\n")
+        markdown = note + "\n\n" + format_table(rows, args.tolerance, markdown=True) + "\n"
+        if args.table is not None:
+            args.table.parent.mkdir(parents=True, exist_ok=True)
+            args.table.write_text(markdown)
+        if args.readme is not None:
+            args.readme.write_text(splice_generated(args.readme.read_text(), "performance",
+                                                    markdown))
     regressed = [r["benchmark"] for r in rows if r["status"] == "REGRESSED"]
     if regressed:
         print(f"bench: {len(regressed)} regression(s): {', '.join(regressed)}", file=sys.stderr)

@@ -84,6 +84,18 @@ def test_compare_flags_regressions_and_writes_table(tmp_path):
     table = tmp_path / "table.md"
     assert compare_main([str(run_path), str(base_path), "--table", str(table)]) == 1
     assert "REGRESSED" in table.read_text() and "| benchmark |" in table.read_text()
+    # --readme writes the same table between the README's performance markers, nothing else
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- BEGIN GENERATED: performance -->\nstale\n"
+                      "<!-- END GENERATED: performance -->\nafter\n")
+    assert compare_main([str(run_path), str(base_path), "--readme", str(readme)]) == 1
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    block = text.split("<!-- BEGIN GENERATED: performance -->\n")[1].split("<!-- END")[0]
+    assert block == table.read_text()
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="performance"):
+        compare_main([str(run_path), str(base_path), "--readme", str(readme)])
     # updating the baseline makes the same run pass
     assert compare_main([str(run_path), str(base_path), "--update"]) == 0
     assert compare_main([str(run_path), str(base_path)]) == 0
