@@ -94,6 +94,17 @@ def test_blocks_are_spatially_compact():
     assert np.median(extent) < 0.25 * (pts.max(0) - pts.min(0)).max()
 
 
+#: Every masked kinetic and XC energy density, keyed "k:NAME" / "x:NAME".
+ALL_ENERGY_DENSITIES = {**{f"k:{k}": v for k, v in MASKED_KINETIC_ENERGY_DENSITIES.items()},
+                        **{f"x:{k}": v for k, v in MASKED_XC_ENERGY_DENSITIES.items()}}
+
+
+def all_grid_terms(p, grid):
+    """``{name: E}`` of every kinetic and XC term in one pass over the grid."""
+    return integrate_energy_density(
+        lambda r, s: {k: f(r, s) for k, f in ALL_ENERGY_DENSITIES.items()}, p, grid)
+
+
 def test_screening_drops_functions_but_not_accuracy(ethanol, ethanol_grids):
     """Screened (threshold 1e-12) vs dense: energies of all grid terms to 1e-10 relative and their
     gradients to 1e-10 of the gradient norm (measured ≤ 7e-15 and ≤ 6e-14), while the blocks keep
@@ -102,15 +113,8 @@ def test_screening_drops_functions_but_not_accuracy(ethanol, ethanol_grids):
     dense, screened = ethanol_grids
     assert dense.ao.shape[-1] == auxmol.nao_nr()
     assert screened.ao.shape[-1] < 0.9 * auxmol.nao_nr()
-    coeffs, _ = atomic_gaussians_coeffs(mol, auxmol)
-    p = jnp.asarray(coeffs)
-    names = {**{f"k:{k}": v for k, v in MASKED_KINETIC_ENERGY_DENSITIES.items()},
-             **{f"x:{k}": v for k, v in MASKED_XC_ENERGY_DENSITIES.items()}}
-
-    def all_terms(p, grid):
-        return integrate_energy_density(lambda r, s: {k: f(r, s) for k, f in names.items()},
-                                        p, grid)
-
+    p = jnp.asarray(atomic_gaussians_coeffs(mol, auxmol)[0])
+    names, all_terms = ALL_ENERGY_DENSITIES, all_grid_terms
     jac = jax.jit(jax.jacrev(all_terms))
     e_dense, e_screened = all_terms(p, dense), all_terms(p, screened)
     g_dense, g_screened = jac(p, dense), jac(p, screened)
@@ -216,15 +220,8 @@ def test_float32_grid_values_are_an_explicit_option(ethanol, ethanol_grids):
     np.testing.assert_array_equal(single.ao, screened.ao.astype(np.float32))
     np.testing.assert_array_equal(single.idx, screened.idx)
     np.testing.assert_array_equal(single.weights, screened.weights)
-    coeffs, _ = atomic_gaussians_coeffs(mol, auxmol)
-    p = jnp.asarray(coeffs)
-    names = {**{f"k:{k}": v for k, v in MASKED_KINETIC_ENERGY_DENSITIES.items()},
-             **{f"x:{k}": v for k, v in MASKED_XC_ENERGY_DENSITIES.items()}}
-
-    def all_terms(p, grid):
-        return integrate_energy_density(lambda r, s: {k: f(r, s) for k, f in names.items()},
-                                        p, grid)
-
+    p = jnp.asarray(atomic_gaussians_coeffs(mol, auxmol)[0])
+    names, all_terms = ALL_ENERGY_DENSITIES, all_grid_terms
     jac = jax.jit(jax.jacrev(all_terms))
     grids = {dt: jax.tree.map(jnp.asarray, g) for dt, g in (("f64", screened), ("f32", single))}
     e64, e32 = all_terms(p, grids["f64"]), all_terms(p, grids["f32"])
