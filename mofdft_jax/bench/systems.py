@@ -10,6 +10,7 @@ spec                 molecule
 ``peptide:SEQ``      linear peptide of one-letter sequence SEQ, neutral termini (RDKit)
 ``protein:NAME``     a paper protein (``2WXC``, ``1PRB``; built from sequence, OpenMM)
 ``chignolin``        chignolin YYDPETGTWY (168 atoms, RDKit)
+``smiles:SMILES``    any molecule from SMILES (RDKit ETKDG + MMFF, seed 0)
 ``file:PATH``        the first molecule of a file (xyz, pdb, ...)
 ===================  =======================================================================
 
@@ -47,12 +48,16 @@ def build_system(spec: str) -> Molecule:
         from mofdft_jax.molecules.peptides import chignolin
 
         return chignolin()
+    if kind == "smiles":
+        from mofdft_jax.molecules.smiles import molecule_from_smiles
+
+        return molecule_from_smiles(arg, seed=0, name=arg)
     if kind == "file":
         from mofdft_jax.molecules.io import read_molecules
 
         return read_molecules(arg)[0]
     raise InputError(f"unknown system spec {spec!r} (alkane:N, peptide:SEQ, protein:NAME, "
-                     "chignolin, file:PATH)")
+                     "chignolin, smiles:SMILES, file:PATH)")
 
 
 def cached_system(spec: str, cache_dir: Path | None) -> Molecule:

@@ -67,7 +67,7 @@ def run_job(job: dict) -> dict:
         from mofdft_jax.bench.ofdft import run_ofdft
 
         keys = ("steps", "lr", "mode", "radius", "coulomb_tol", "with_forces", "basis",
-                "apply_delta", "profile")
+                "apply_delta", "profile", "grid_level")
         options = {k: job[k] for k in keys if k in job}
         return run_ofdft(_molecule(job["system"]), job.get("functional", "fresh:small:txc"),
                          **options)
