@@ -18,8 +18,8 @@ maximum), named so in every table. The claim value is the whole run's wall time 
 solve alone, its compilation and the time per step are in the table beside it.
 
 Presets: ``micro`` (tests: tiny networks, STO-3G, 5 steps); ``cpu`` and ``paper`` (the same three
-runs; on the 2-core CPU the chignolin run with the paper-size network takes ~15-20 min, so the
-experiment is not part of the 90-minute ``mofdft reproduce --preset cpu``: run
+runs; on the 2-core CPU they take 29.7 min, chignolin 17.7 min of it (measured 2026-11-26), so
+the experiment is not part of the 90-minute ``mofdft reproduce --preset cpu``: run
 ``python -m reproduce.solve_times --preset cpu --out results``). Runs already measured at the same
 commit on the same hardware are reused (``<cache>/<preset>/solve_times/``), so an interrupted run
 resumes.
