@@ -86,7 +86,8 @@ def make_figure(summary: pd.DataFrame, hardware: str):
     x = np.arange(len(summary))
     ax.bar(x - 0.2, summary["ours_s"], 0.4, color="#0072B2", label=f"ours ({hardware})")
     ax.bar(x + 0.2, summary["paper_s"], 0.4, color="#D55E00", label="paper (1x A100 80 GB)")
-    ax.set_xticks(x, summary["structure"], fontsize=8)
+    labels = [str(name).replace(" (", "\n(") for name in summary["structure"]]
+    ax.set_xticks(x, labels, fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("wall time of one 1000-step solve (s)")
     ax.legend(fontsize=7)
