@@ -165,6 +165,21 @@ def test_float32_network_keeps_float64_energies(functional, systems):
     # the network runs in float32 (~1e-7 relative of its O(1) kcal/mol output), AtomRef in float64
     assert 0.0 < abs(float(e32 - e64)) * HARTREE_TO_KCAL < 1e-4
 
+    # the solver's inputs carry the network's weights already in float32 (cast once per molecule,
+    # not per step), the statistics stay float64, and the solver energy is the same to rounding
+    from mofdft_jax.solver.learned import make_learned_inputs, split_learned_functional
+
+    inputs = make_learned_inputs(f32, bundle, geom)
+    weights = [x for x in jax.tree.leaves(inputs.params.model) if jnp.issubdtype(x.dtype,
+                                                                                 jnp.floating)]
+    assert weights and all(x.dtype == jnp.float32 for x in weights)
+    assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(inputs.params.statistics)
+               if jnp.issubdtype(x.dtype, jnp.floating))
+    _, static = split_learned_functional(f32)
+    solver_e = eqx.combine(inputs.params, static).energy(jnp.asarray(coeffs), bundle, geom)
+    assert solver_e.dtype == jnp.float64
+    assert abs(float(solver_e - e32)) <= 1e-6 * max(abs(float(e32)), 1e-3)
+
 
 def test_unseen_and_unsupported_elements_are_refused(functional, statistics):
     bundle, _ = make_system(*FLUOROMETHANE)
