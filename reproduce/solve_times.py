@@ -59,11 +59,11 @@ def _job(run: dict, config: dict, cache: Path) -> dict:
     return job
 
 
-def measure(run: dict, config: dict, cache: Path, store: Path, commit: str | None) -> dict:
+def measure(run: dict, config: dict, cache: Path, store: Path, commit: str | None,
+            hardware: str) -> dict:
     """One isolated timing run, reused from ``store`` when the same job was measured at the same
-    commit on the same hardware (resumability)."""
+    commit on the same ``hardware`` (resumability)."""
     job = _job(run, config, cache)
-    hardware = describe_hardware()
     key = hashlib.sha256(json.dumps([job, commit, hardware], sort_keys=True).encode()).hexdigest()
     path = store / f"{run['claim']}-{key[:12]}.json"
     if commit and path.exists():
@@ -105,7 +105,7 @@ def run(ctx, folder: str = EXPERIMENT) -> Path:
     commit = git_commit()
     rows, claims, summary = [], [], []
     for spec in config["runs"]:
-        r = measure(spec, config, cache, store, commit)
+        r = measure(spec, config, cache, store, commit, hardware)
         stand_in = bool(spec.get("stand_in", False))
         row = {"claim": spec["claim"], "system": spec["system"], "stand_in": stand_in,
                "hardware": hardware, **r}

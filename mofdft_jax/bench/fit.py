@@ -7,9 +7,9 @@ covariance standard error and the half-width of its profile-likelihood interval 
 when the times grow almost linearly over the measured range, (aN + b)^c + d is degenerate (a, b
 grow without bound while c slides to its bound) and the covariance at the optimum understates the
 freedom of c — the profile does not (cpu preset, M-OFDFT 10-190 electrons: c = 0.22 ± 0.06 by
-the covariance; the profile interval reaches the bound c = 0.2, so c_err = inf). With fewer than five points (four
-parameters) or an ill-conditioned fit it falls back to the two-parameter power law
-t = (a N_e)^c (a straight line in log-log, d = b = 0) and says so.
+the covariance; the profile interval reaches the bound c = 0.2, so c_err = inf). With fewer than
+five points (four parameters) or an ill-conditioned fit it falls back to the two-parameter power
+law t = (a N_e)^c (a straight line in log-log, d = b = 0) and says so.
 :func:`predict` extrapolates with a band from the parameter covariance (Monte Carlo).
 """
 

@@ -20,8 +20,8 @@ ProjMINAO correction Δp of the functional's Δp head (evaluated and timed alway
 the functional is trained, ``apply_delta``). The learned functional is a grid-free target
 (``txc``: solver energy E_θ + E_H + E_ext + E_nn; ``tot``: E_θ alone), or ``ts_res`` (E_θ + the
 APBE kinetic and PBE XC terms on a quadrature grid of ``grid_level``, built with the integrals;
-dense path only, as the paper runs it for ethanol and QM9). The result records wall and CPU time of every stage, the peak resident memory of the
-process and the machine load.
+dense path only, as the paper runs it for ethanol and QM9). The result records wall and CPU time
+of every stage, the peak resident memory of the process and the machine load.
 """
 
 from __future__ import annotations

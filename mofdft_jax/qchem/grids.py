@@ -12,10 +12,10 @@ PySCF defaults) into a :class:`~mofdft_jax.bundle.GridBundle`:
    ``screen_threshold``;
 3. blocks are padded to a common ``nsig`` with zero columns and index 0.
 
-Small molecules (``naux·ngrid·4`` values, 8 bytes each in float64, under :data:`DENSE_LIMIT_BYTES`) keep every function
-(``nsig = naux``, no screening). Larger ones are screened, so the stored values grow linearly with
-size; no ``ngrid × naux`` array is ever formed in that mode (values are evaluated in chunks of
-consecutive blocks of at most ``_CHUNK_BYTES``).
+Small molecules (``naux·ngrid·4`` values, 8 bytes each in float64, under
+:data:`DENSE_LIMIT_BYTES`) keep every function (``nsig = naux``, no screening). Larger ones are
+screened, so the stored values grow linearly with size; no ``ngrid × naux`` array is ever formed
+in that mode (values are evaluated in chunks of consecutive blocks of at most ``_CHUNK_BYTES``).
 
 References: spec §4.1 (grid level 2 for ethanol/QM9, level 1 for chignolin), environment_notes §3–4.
 """

@@ -31,12 +31,12 @@ values + lowered-angular-momentum layout (2.7× fewer bytes, but no faster: it n
 with float64 coefficients (6× slower: the mixed dot converts ``ao`` first), block sizes 32-512 (128
 best). Float32 storage contracted in float32 — the explicit ``dtype="float32"`` option of
 ``build_grid_bundle`` — is measured here too, outside the timed round (so the baseline ratio keeps
-its meaning): half the bytes, 0.75× the time (2026-11-26, idle machine: 53.5 vs 71.5 ms), ~3e-6 Ha. Padding every block
-to the largest nsig costs 36 % here (mean significant 224 vs padded 357); bucketing the blocks by
-their nsig (optimal partition of the sorted counts, one contraction per bucket; /tmp prototype,
-2026-11-26, idle machine) gave 2 / 3 / 4 / 6 buckets: 609 / 570 / 542 / 519 MB instead of 752 and
-60.4 / 57.7 / 57.3 / 55.4 ms instead of 65.3 ms per energy+gradient (−12 % at 4 buckets: the
-pointwise functional's ~13 ms does not shrink). Not adopted: it changes the GridBundle contract
+its meaning): half the bytes, 0.75× the time (2026-11-26, idle machine: 53.5 vs 71.5 ms), ~3e-6 Ha.
+Padding every block to the largest nsig costs 36 % here (mean significant 224 vs padded 357);
+bucketing the blocks by their nsig (optimal partition of the sorted counts, one contraction per
+bucket; /tmp prototype, 2026-11-26, idle machine) gave 2 / 3 / 4 / 6 buckets: 609 / 570 / 542 /
+519 MB instead of 752 and 60.4 / 57.7 / 57.3 / 55.4 ms instead of 65.3 ms per energy+gradient
+(−12 % at 4 buckets: the pointwise functional's ~13 ms does not shrink). Not adopted: it changes the GridBundle contract
 and gives every molecule its own bucket shapes (more compilations in the padded pipelines).
 
 Run: ``pytest -m benchmark -s tests/benchmarks/test_bench_functionals.py``.

@@ -1,4 +1,5 @@
-"""``solve_times``: the per-structure 1000-step timing claims (release README: ethanol, QM9, chignolin).
+"""``solve_times``: the per-structure 1000-step timing claims (release README: ethanol, QM9,
+chignolin).
 
 At the test-only ``micro`` scale (tiny networks, STO-3G, 5 steps, real isolated M-OFDFT
 processes: ethanol with T_S,res on a grid, a dipeptide standing in for chignolin with E_tot) the
