@@ -11,7 +11,8 @@ step).
 
 :func:`profile_step` times, for one molecule and one learned functional, the kernels of a solver
 step (value and gradient): the Hartree term alone, the learned functional alone (network forward
-and backward through the adapter), and the whole energy; each beside its roofline estimate.
+and backward through the adapter, with the geometry features precomputed as in the solver), and
+the whole energy; each beside its roofline estimate.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def profile_step(functional, inputs, coeffs, machine: dict, *, repeats: int = 5)
 
     def model(p, inp):
         fn = eqx.combine(inp.params, static)
-        return jax.value_and_grad(lambda q: fn.energy(q, inp.bundle, inp.geometry))(p)
+        return jax.value_and_grad(lambda q: fn.energy(q, inp.bundle, inp.geometry,
+                                                      features=inp.features))(p)
 
     def full(p, inp):
         return jax.value_and_grad(lambda q: sum(terms_fn(q, inp).values()))(p)
@@ -129,7 +131,8 @@ def profile_step(functional, inputs, coeffs, machine: dict, *, repeats: int = 5)
     p = jnp.asarray(coeffs)
     rows = []
     operands = {"hartree": _tree_nbytes(inputs.bundle.coulomb),
-                "model": _tree_nbytes(inputs.params) + _tree_nbytes(inputs.geometry),
+                "model": (_tree_nbytes(inputs.params) + _tree_nbytes(inputs.geometry)
+                          + _tree_nbytes(inputs.features)),
                 "full step": _tree_nbytes(inputs)}
     for name, fn in (("hartree", hartree), ("model", model), ("full step", full)):
         compiled = jax.jit(fn).lower(p, inputs).compile()

@@ -9,6 +9,9 @@
   (``jax.grad`` gives the potential with respect to the raw p, through the whole adapter). Pass the
   functional, the bundle and the geometry as ARGUMENTS of the jitted driver (``eqx.filter_jit``);
   closing over the geometry would embed its ``(naux, naux)`` matrix as a constant;
+* ``features = functional.geometry_features(bundle)`` (device, once per geometry and weights): the
+  network's coefficient-independent part (attention bias, geometric node features), passed as
+  ``energy(..., features=features)`` in every step of a density optimisation;
 * ``functional.delta_coeffs(coeffs, bundle, geometry)`` → ``(naux,)`` the ProjMINAO correction
   Δp (add it to the MINAO coefficients), mapped back to raw p by Dᵀ M⁻ᵀ and projected onto wᵀΔp = 0
   (spec §3.1 item 6, SI B.5.2);
@@ -54,7 +57,7 @@ from mofdft_jax.density.adapter import (
     unstandardise_delta,
     untransform_coeffs,
 )
-from mofdft_jax.model.graphormer import Graphormer3D, GraphormerConfig
+from mofdft_jax.model.graphormer import GeometryFeatures, Graphormer3D, GraphormerConfig
 from mofdft_jax.types import Array, Float, Int
 from mofdft_jax.units import ELEMENT_SYMBOLS, HARTREE_TO_KCAL
 
@@ -137,7 +140,7 @@ class LearnedFunctional(eqx.Module):
     # ---------------------------------------------------------------- device functions
     def apply_slots(self, slots: Float[Array, "natm 477"], atom_numbers: Int[Array, "natm"],
                     coords: Float[Array, "natm 3"], *, key=None, inference: bool = True,
-                    with_delta: bool = False):
+                    with_delta: bool = False, features: Optional[GeometryFeatures] = None):
         """Energy (kcal/mol) and standardised Δp̃ from p′ in the slot layout.
 
         Args:
@@ -146,6 +149,8 @@ class LearnedFunctional(eqx.Module):
           coords: ``(natm, 3)`` Bohr.
           key, inference: dropout control (training: ``inference=False`` and a key).
           with_delta: also return the Δp head output.
+          features: the network's :class:`~mofdft_jax.model.graphormer.GeometryFeatures` for this
+            geometry (:meth:`geometry_features`), or ``None`` to compute them in the call.
 
         Returns:
           ``(energy_kcal, delta)``: the scalar NN + AtomRef energy in kcal/mol and the
@@ -154,31 +159,40 @@ class LearnedFunctional(eqx.Module):
         stats = jax.lax.stop_gradient(self.statistics)
         net_in = standardise_coeffs(slots, atom_numbers, stats)
         out = self.model(atom_numbers, coords, net_in, key=key, inference=inference,
-                         with_delta=with_delta)
+                         with_delta=with_delta, features=features)
         return out.energy + atomref_energy(slots, atom_numbers, stats), out.delta
 
+    def geometry_features(self, bundle) -> GeometryFeatures:
+        """The network's coefficient-independent inputs for ``bundle``'s nuclei (attention bias,
+        geometric node features; :meth:`Graphormer3D.geometry_features`): compute once per
+        geometry and pass as ``features`` to every step of a density optimisation."""
+        return self.model.geometry_features(bundle.atom_numbers, bundle.coords)
+
     def energy_kcal(self, coeffs: Float[Array, "naux"], bundle, geometry: AdapterGeometry, *,
-                    key=None, inference: bool = True) -> Float[Array, ""]:
+                    key=None, inference: bool = True,
+                    features: Optional[GeometryFeatures] = None) -> Float[Array, ""]:
         """The learned energy in kcal/mol (see :meth:`energy`)."""
         self._check_geometry(geometry)
         if _is_concrete(bundle.atom_numbers, self.statistics.element_seen):
             self.check_elements(bundle.atom_numbers)
         slots = coeffs_to_slots(coeffs, geometry)
         energy, _ = self.apply_slots(slots, bundle.atom_numbers, bundle.coords, key=key,
-                                     inference=inference)
+                                     inference=inference, features=features)
         return energy
 
     def energy(self, coeffs: Float[Array, "naux"], bundle, geometry: AdapterGeometry, *,
-               key=None, inference: bool = True) -> Float[Array, ""]:
+               key=None, inference: bool = True,
+               features: Optional[GeometryFeatures] = None) -> Float[Array, ""]:
         """The learned energy term in Hartree: T_θ(p) of spec §2.4 divided by 627.509….
 
         Args:
           coeffs: ``(naux,)`` raw density coefficients p.
           bundle: an :class:`~mofdft_jax.bundle.IntegralBundle` (uses ``atom_numbers``, ``coords``).
           geometry: from :meth:`prepare`.
+          features: from :meth:`geometry_features` for the same weights and nuclei, or ``None``.
         """
-        return self.energy_kcal(coeffs, bundle, geometry, key=key,
-                                inference=inference) / HARTREE_TO_KCAL
+        return self.energy_kcal(coeffs, bundle, geometry, key=key, inference=inference,
+                                features=features) / HARTREE_TO_KCAL
 
     def delta_coeffs(self, coeffs: Float[Array, "naux"], bundle,
                      geometry: AdapterGeometry) -> Float[Array, "naux"]:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mofdft_jax.density.adapter import slot_mask
-from mofdft_jax.model.graphormer import (CONFIGS, Graphormer3D, GraphormerConfig, count_parameters,
-                                         make_config)
+from mofdft_jax.model.graphormer import (CONFIGS, Graphormer3D, GraphormerConfig, biased_attention,
+                                         count_parameters, make_config)
 
 Z = np.array([6, 6, 8, 1, 1, 1, 1, 1, 1])
 
@@ -110,6 +110,43 @@ def test_gradient_wrt_coefficients_matches_finite_differences(model, rng):
               - float(_run(model, z, x, c - h * v).energy)) / (2 * h)
         an = float(jnp.sum(grad * v))
         assert abs(fd - an) < 1e-7 * max(abs(an), 1e-3)
+
+
+def _plain_attention(q, k, v, bias, key_mask):
+    logits = jnp.einsum("had,hbd->hab", q, k) + bias
+    logits = jnp.where(key_mask[None, None, :], logits, -jnp.inf)
+    return jnp.einsum("hab,hbd->had", jax.nn.softmax(logits, axis=-1), v)
+
+
+def test_biased_attention_vjp_matches_autodiff_of_the_plain_softmax(rng):
+    """The hand-written backward of the attention equals jax.grad of the plain softmax attention
+    for q, k, v and the bias, to first and second (reverse-over-reverse) order, padded keys
+    masked."""
+    nh, n, dh = 3, 7, 4
+    q, k, v = (jnp.asarray(rng.normal(size=(nh, n, dh))) for _ in range(3))
+    bias = jnp.asarray(rng.normal(size=(nh, n, n)))
+    key_mask = jnp.asarray([True] * 5 + [False] * 2)
+    weights = jnp.asarray(rng.normal(size=(nh, n, dh)))
+
+    def loss(fn, q, k, v, bias):
+        return jnp.sum(jnp.tanh(fn(q, k, v, bias, key_mask)) * weights)
+
+    ours = jax.value_and_grad(lambda *a: loss(biased_attention, *a), argnums=(0, 1, 2, 3))
+    plain = jax.value_and_grad(lambda *a: loss(_plain_attention, *a), argnums=(0, 1, 2, 3))
+    (e1, g1), (e2, g2) = ours(q, k, v, bias), plain(q, k, v, bias)
+    assert abs(float(e1 - e2)) < 1e-13 * abs(float(e2))
+    for a, b in zip(g1, g2):
+        assert float(jnp.abs(a - b).max()) < 1e-13 * float(jnp.abs(b).max())
+    # padded keys get no gradient, and no weight in the output
+    assert float(jnp.abs(g1[1][:, 5:]).max()) == 0.0 and float(jnp.abs(g1[2][:, 5:]).max()) == 0.0
+
+    # second order, as in training with the gradient loss: d/d(bias, v) of a norm of dL/dq
+    def grad_norm(fn):
+        return jax.grad(lambda b, vv: jnp.sum(jax.grad(lambda qq: loss(fn, qq, k, vv, b))(q) ** 2),
+                        argnums=(0, 1))(bias, v)
+
+    for a, b in zip(grad_norm(biased_attention), grad_norm(_plain_attention)):
+        assert float(jnp.abs(a - b).max()) < 1e-12 * float(jnp.abs(b).max())
 
 
 def test_float32_compute_option(rng):

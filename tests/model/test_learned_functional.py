@@ -181,6 +181,51 @@ def test_float32_network_keeps_float64_energies(functional, systems):
     assert abs(float(solver_e - e32)) <= 1e-6 * max(abs(float(e32)), 1e-3)
 
 
+@eqx.filter_jit
+def _terms_value_and_grad(energy_terms_fn, coeffs, inputs):
+    return jax.value_and_grad(lambda q: sum(energy_terms_fn(q, inputs).values()))(coeffs)
+
+
+@pytest.mark.parametrize("compute_dtype", ["float64", "float32"])
+def test_precomputed_geometry_features_are_used_and_change_nothing(functional, systems,
+                                                                  compute_dtype):
+    """The solver's inputs carry the network's geometry features (attention bias, geometric node
+    features) computed once; the energy and its gradient equal the ones that rebuild them in
+    every call, and the features are really read (another geometry's features change the
+    energy)."""
+    from mofdft_jax.solver.learned import make_learned_energy_fn, make_learned_inputs
+
+    model = Graphormer3D(make_config("tiny", compute_dtype=compute_dtype),
+                         key=jax.random.PRNGKey(5))
+    learned = LearnedFunctional(model=model, statistics=functional.statistics, target="txc")
+    bundle, coeffs = systems["ref"]
+    coeffs = jnp.asarray(coeffs)
+    inputs = make_learned_inputs(learned, bundle)
+    dtype = jnp.float32 if compute_dtype == "float32" else jnp.float64
+    natm = len(bundle.atom_numbers)
+    assert inputs.features.node.shape == (natm, model.config.hidden)
+    assert inputs.features.attn_bias.shape == (model.config.num_heads, natm, natm)
+    assert inputs.features.node.dtype == dtype and inputs.features.attn_bias.dtype == dtype
+
+    energy_terms_fn = make_learned_energy_fn(learned)
+    e_cached, g_cached = _terms_value_and_grad(energy_terms_fn, coeffs, inputs)
+    e_fresh, g_fresh = _terms_value_and_grad(energy_terms_fn, coeffs,
+                                             inputs._replace(features=None))
+    print(compute_dtype, "energy difference (Ha):", float(e_cached - e_fresh),
+          "largest gradient difference:", float(jnp.abs(g_cached - g_fresh).max()))
+    # the network's output is O(1) kcal/mol: float32 rounding is ~1e-7 kcal/mol ~ 1e-10 Ha
+    tol_ha = 1e-12 * abs(float(e_fresh)) if compute_dtype == "float64" else 1e-9
+    assert abs(float(e_cached - e_fresh)) <= tol_ha
+    assert float(jnp.abs(g_cached - g_fresh).max()) <= tol_ha * 10
+
+    # features of the permuted molecule's nuclei do not belong to this atom order
+    other = make_learned_inputs(learned, systems["permuted"][0])
+    e_wrong, _ = _terms_value_and_grad(energy_terms_fn, coeffs,
+                                       inputs._replace(features=other.features))
+    print("energy with another geometry's features: difference", float(e_wrong - e_fresh))
+    assert abs(float(e_wrong - e_fresh)) > 1e-6
+
+
 def test_unseen_and_unsupported_elements_are_refused(functional, statistics):
     bundle, _ = make_system(*FLUOROMETHANE)
     with pytest.raises(UnseenElementError,
