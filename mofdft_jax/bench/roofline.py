@@ -5,9 +5,10 @@ t_roof = max(F / P, B / BW) on a machine with peak rate P and memory bandwidth B
 numbers are measured here (:func:`measure_machine`: a streaming triad and a large matrix–vector
 product for BW, a float64 DGEMM for P; environment_notes §2, §4 measured ~33 GB/s and ~199 GFLOP/s
 on the 2-core CI machine when it was idle); the kernel numbers come from XLA's own cost analysis of
-the compiled kernel (``compiled.cost_analysis()``: flops and bytes accessed), plus the size of the
-arrays the kernel must stream (for the Hartree matrix–vector product: the whole operator, every
-step).
+the compiled kernel (``compiled.cost_analysis()``: flops and bytes accessed; the network's block
+``lax.scan`` is unrolled for this, because XLA counts a loop body once: roofline rows measured
+before this was done counted one of the network's L blocks), plus the size of the arrays the kernel
+must stream (for the Hartree matrix–vector product: the whole operator, every step).
 
 :func:`profile_step` times, for one molecule and one learned functional, the kernels of a solver
 step (value and gradient): the Hartree term alone, the learned functional alone (network forward
@@ -110,6 +111,7 @@ def profile_step(functional, inputs, coeffs, machine: dict, *, repeats: int = 5)
     import jax.numpy as jnp
 
     from mofdft_jax.functionals import hartree_energy
+    from mofdft_jax.model.graphormer import unrolled_blocks
     from mofdft_jax.solver.learned import make_learned_energy_fn
 
     params, static = eqx.partition(functional, eqx.is_array)
@@ -136,7 +138,10 @@ def profile_step(functional, inputs, coeffs, machine: dict, *, repeats: int = 5)
                 "full step": _tree_nbytes(inputs)}
     for name, fn in (("hartree", hartree), ("model", model), ("full step", full)):
         compiled = jax.jit(fn).lower(p, inputs).compile()
-        flops, accessed = _cost(compiled)
+        # XLA counts a loop body once: cost the network with its block scan unrolled
+        with unrolled_blocks():
+            flops, accessed = _cost(jax.jit(lambda q, inp, fn=fn: fn(q, inp))
+                                    .lower(p, inputs).compile())
         compiled(p, inputs)[1].block_until_ready()
         dt = _best_time(lambda: compiled(p, inputs)[1].block_until_ready(), repeats)
         nbytes = max(accessed, operands[name])

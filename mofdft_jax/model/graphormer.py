@@ -32,6 +32,8 @@ outputs are returned as float64 (master weights stay float64).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from typing import NamedTuple, Optional
@@ -361,6 +363,25 @@ class Block(eqx.Module):
         return h + _dropout(x, config.dropout, k_res2, inference)
 
 
+_UNROLL_BLOCKS = contextvars.ContextVar("unroll_blocks", default=False)
+
+
+@contextlib.contextmanager
+def unrolled_blocks():
+    """Trace the networks built inside this context with the block ``lax.scan`` fully unrolled.
+
+    For cost accounting only: XLA's ``cost_analysis()`` counts a loop body once, so a scanned
+    network reports the flops and bytes of one block (paper network, 168 atoms, value and
+    gradient: 3.7 GFLOP scanned against 33.4 GFLOP unrolled). The solver keeps the scan (same
+    speed here, faster compilation). Read at trace time: use a fresh ``jax.jit`` inside.
+    """
+    token = _UNROLL_BLOCKS.set(True)
+    try:
+        yield
+    finally:
+        _UNROLL_BLOCKS.reset(token)
+
+
 def cast_floats(tree, dtype):
     """``tree`` with every inexact array cast to ``dtype`` (other leaves unchanged)."""
     return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree)
@@ -499,7 +520,8 @@ class Graphormer3D(eqx.Module):
             block = eqx.combine(block_params, static)
             return block(h, attn_bias, mask, c, block_key, inference), None
 
-        h, _ = jax.lax.scan(step, h, (params, jax.random.split(k_blocks, c.num_layers)))
+        h, _ = jax.lax.scan(step, h, (params, jax.random.split(k_blocks, c.num_layers)),
+                            unroll=bool(_UNROLL_BLOCKS.get()) or 1)
         h = _apply_rows(model.final_ln, h)
         h = _dropout(h, c.output_dropout, k_out, inference)
         atom_energies = jnp.where(mask, _apply_rows(model.energy_head, h)[:, 0], 0.0)

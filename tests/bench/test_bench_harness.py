@@ -5,7 +5,8 @@
 * ``compare`` flags a ratio above tolerance × baseline as a regression (exit status 1), reports new
   and missing benchmarks, and writes the README table;
 * ``run_isolated`` runs a KS-DFT job in a fresh process (PySCF energy of H₂ matches an in-process
-  run) and reports a time-out as a lower bound instead of a number.
+  run) and reports a time-out as a lower bound instead of a number;
+* ``profile_step`` (roofline) counts every block of the network, not XLA's one loop body.
 """
 
 import json
@@ -130,3 +131,58 @@ def test_isolated_ks_run_matches_in_process(tmp_path):
     timed_out = run_isolated({"kind": "ks", "system": str(path), "settings": settings},
                              timeout_s=0.01)
     assert timed_out["status"] == "timeout" and timed_out["wall_s"] == pytest.approx(0.01)
+
+
+def test_roofline_profile_counts_every_network_block():
+    """``profile_step`` reports, per kernel, the best time, XLA's flops and bytes with the
+    network's block scan unrolled (a scanned loop body is counted once by XLA), and the roofline
+    max(F/P, B/BW) with the measurement's ratio to it."""
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from mofdft_jax.bench.ofdft import fresh_functional
+    from mofdft_jax.bench.roofline import profile_step, roofline_time
+    from mofdft_jax.model.graphormer import Graphormer3D, make_config, unrolled_blocks
+    from mofdft_jax.solver.learned import make_learned_inputs
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "density"))
+    from pyscf_systems import ETHANOL, make_system
+
+    bundle, coeffs = make_system(*ETHANOL)
+    functional = fresh_functional("tiny", "txc")
+    config = make_config("tiny", num_layers=6)
+    functional = dataclasses.replace(functional, model=Graphormer3D(config,
+                                                                    key=jax.random.PRNGKey(0)))
+    inputs = make_learned_inputs(functional, bundle)
+    machine = {"dgemm_gflops": 50.0, "bandwidth_matvec_gbs": 20.0, "bandwidth_triad_gbs": 10.0}
+    rows = {r["kernel"]: r for r in profile_step(functional, inputs, coeffs, machine, repeats=2)}
+    assert set(rows) == {"hartree", "model", "full step"}
+    for r in rows.values():
+        assert r["time_ms"] > 0 and r["bytes"] >= r["operand_bytes"]
+        assert r["roofline_ms"] == pytest.approx(1e3 * roofline_time(r["flops"], r["bytes"],
+                                                                      50.0, 20.0))
+        assert r["ratio"] == pytest.approx(r["time_ms"] / r["roofline_ms"])
+
+    # the model row's flops are those of the network traced with all six blocks
+    _, static = eqx.partition(functional, eqx.is_array)
+
+    def model(p, inp):
+        fn = eqx.combine(inp.params, static)
+        return jax.value_and_grad(lambda q: fn.energy(q, inp.bundle, inp.geometry,
+                                                      features=inp.features))(p)
+
+    def flops(compiled):
+        cost = compiled.cost_analysis()
+        return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+    p = jnp.asarray(coeffs)
+    scanned = flops(jax.jit(lambda q, inp: model(q, inp)).lower(p, inputs).compile())
+    with unrolled_blocks():
+        unrolled = flops(jax.jit(lambda q, inp: model(q, inp)).lower(p, inputs).compile())
+    assert unrolled > 1.2 * scanned
+    assert rows["model"]["flops"] == pytest.approx(unrolled, rel=1e-6)

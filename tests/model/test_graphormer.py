@@ -10,7 +10,7 @@ import pytest
 
 from mofdft_jax.density.adapter import slot_mask
 from mofdft_jax.model.graphormer import (CONFIGS, Graphormer3D, GraphormerConfig, biased_attention,
-                                         count_parameters, make_config)
+                                         count_parameters, make_config, unrolled_blocks)
 
 Z = np.array([6, 6, 8, 1, 1, 1, 1, 1, 1])
 
@@ -147,6 +147,35 @@ def test_biased_attention_vjp_matches_autodiff_of_the_plain_softmax(rng):
 
     for a, b in zip(grad_norm(biased_attention), grad_norm(_plain_attention)):
         assert float(jnp.abs(a - b).max()) < 1e-12 * float(jnp.abs(b).max())
+
+
+def _flops(compiled):
+    cost = compiled.cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+
+def test_unrolled_blocks_give_the_same_energy_and_count_every_block(rng):
+    """XLA's cost analysis counts a scanned block once; under ``unrolled_blocks`` the network is
+    traced unrolled (for the roofline), with the same energy and gradient."""
+    model = Graphormer3D(make_config("tiny", num_layers=6), key=jax.random.PRNGKey(4))
+    z, x, c = _inputs(rng)
+
+    def value_and_grad(m, cc):
+        return jax.value_and_grad(lambda q: m(z, x, q).energy)(cc)
+
+    scanned = jax.jit(lambda m, cc: value_and_grad(m, cc)).lower(model, c).compile()
+    with unrolled_blocks():
+        unrolled = jax.jit(lambda m, cc: value_and_grad(m, cc)).lower(model, c).compile()
+    (e1, g1), (e2, g2) = scanned(model, c), unrolled(model, c)
+    assert abs(float(e1 - e2)) <= 1e-12 * abs(float(e1))
+    assert float(jnp.abs(g1 - g2).max()) <= 1e-12 * float(jnp.abs(g1).max())
+    with unrolled_blocks():  # a second block costs the same as the first: flops grow with L
+        two = jax.jit(lambda m, cc: value_and_grad(m, cc)).lower(
+            Graphormer3D(make_config("tiny", num_layers=2), key=jax.random.PRNGKey(4)), c).compile()
+    per_block = (_flops(unrolled) - _flops(two)) / 4
+    print("flops scanned", _flops(scanned), "unrolled", _flops(unrolled), "per block", per_block)
+    assert per_block > 0
+    assert abs(_flops(unrolled) - _flops(scanned) - 5 * per_block) <= 0.05 * _flops(unrolled)
 
 
 def test_float32_compute_option(rng):
