@@ -280,8 +280,9 @@ def biased_attention(q: Float[Array, "heads natm dh"], k: Float[Array, "heads na
     dV = Pᵀ G, dP = G Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS K, dK = dSᵀ Q. ``jax.grad`` of
     the plain composition (einsum, where, ``jax.nn.softmax``, einsum) is the same arithmetic in
     more passes over the ``(heads, natm, natm)`` arrays: at 709 atoms, 8 heads, float64 on the
-    2-core CPU, 100 ms → 71 ms per block for value and gradient. The bias gets dS (XLA drops it
-    when unused, as in a density optimisation); reverse-over-reverse differentiation works (the
+    2-core CPU, 100 ms → 71 ms per block for value and gradient. The bias gets dS only when it is
+    differentiated (training; ``symbolic_zeros`` tells), not in a density optimisation where it is
+    a constant; reverse-over-reverse differentiation works (the
     backward is plain JAX), forward mode does not (``custom_vjp``). Dropout on P is not
     supported here; training with attention dropout uses the plain path.
 
