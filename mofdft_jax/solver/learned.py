@@ -88,14 +88,13 @@ def make_learned_inputs(functional, bundle, geometry: AdapterGeometry | None = N
     params, static = split_learned_functional(functional)
     if functional.model.config.compute_dtype == "float32":
         params = eqx.tree_at(lambda f: f.model, params, cast_floats(params.model, jnp.float32))
-    features = _geometry_features_jit(params.model, static.model, bundle.atom_numbers,
-                                      bundle.coords)
+    features = _geometry_features_jit(eqx.combine(params, static), bundle)
     return LearnedInputs(bundle=bundle, geometry=geometry, params=params, features=features)
 
 
 @eqx.filter_jit
-def _geometry_features_jit(model_params, model_static, atom_numbers, coords):
-    return eqx.combine(model_params, model_static).geometry_features(atom_numbers, coords)
+def _geometry_features_jit(functional, bundle):
+    return functional.geometry_features(bundle)
 
 
 def make_learned_energy_fn(functional, *, xc: str = "pbe", kinetic_base: str = "apbe"):
