@@ -111,6 +111,8 @@ class MoleculeSteps:
       energy_ref: the target's value at convergence (last labelled step), Hartree.
       hf_forces_ref: ``(natm, 3)``; init_coeffs: ``{"minao", "huckel"}`` → ``(naux,)``.
       meta: recipe metadata of the molecule.
+      runs: ``(K,)`` SCF run of each row (0: the plain SCF; r ≥ 1: perturbed run r).
+      perturbed: ``(K,)`` bool, the row's Fock matrix carried a random potential.
     """
 
     file: str
@@ -127,6 +129,8 @@ class MoleculeSteps:
     hf_forces_ref: np.ndarray
     init_coeffs: dict
     meta: dict
+    runs: np.ndarray | None = None
+    perturbed: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -170,9 +174,18 @@ def molecule_steps(labels, file: str, target: str = "ts_res", *,
     return MoleculeSteps(
         file=file, name=mol.name, numbers=mol.numbers, coords_bohr=mol.coords_bohr,
         coeffs=np.asarray(labels.coeffs)[idx], energy=values[idx], grad=grads[idx],
-        steps=idx + 1, p_ref=np.asarray(labels.p_ref), ks_energy=dict(labels.ks_energy),
+        steps=_steps_of(labels, "cycle_of_steps", np.arange(1, int(labels.n_steps) + 1))[idx],
+        p_ref=np.asarray(labels.p_ref), ks_energy=dict(labels.ks_energy),
         energy_ref=float(values[-1]), hf_forces_ref=np.asarray(labels.hf_forces_ref),
-        init_coeffs=dict(labels.init_coeffs), meta=dict(meta or {}))
+        init_coeffs=dict(labels.init_coeffs), meta=dict(meta or {}),
+        runs=_steps_of(labels, "run_of_steps", np.zeros(int(labels.n_steps), np.int64))[idx],
+        perturbed=_steps_of(labels, "perturbed_steps", np.zeros(int(labels.n_steps), bool))[idx])
+
+
+def _steps_of(labels, method: str, default: np.ndarray) -> np.ndarray:
+    """Per-step provenance of a MoleculeLabels (``default`` for label objects without it)."""
+    fn = getattr(labels, method, None)
+    return np.asarray(fn()) if callable(fn) else default
 
 
 def iter_molecule_steps(dataset: Dataset | str | os.PathLike, files: Iterable[str] | None = None,

@@ -47,7 +47,7 @@ import numpy as np
 from mofdft_jax.molecules.molecule import InputError, Molecule
 
 #: Version of the shard and manifest layout; bump when the layout changes incompatibly.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SHARD_FORMAT = "mofdft_jax.shard"
 DATASET_FORMAT = "mofdft_jax.dataset"
 MANIFEST_NAME = "manifest.json"

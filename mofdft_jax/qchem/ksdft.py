@@ -20,6 +20,11 @@ system ``h c = g`` for the weights; the SCF loop's ``callback`` hands over D⁽�
 Fock actually diagonalised. ``tests/qchem/test_ksdft.py`` checks Σ_i c_i F⁽ˢᵗᵉᵖ⁽ⁱ⁾⁾ against that
 Fock to 1e-10.
 
+Perturbed runs (``perturbation=``, :mod:`mofdft_jax.qchem.perturbation`): the Fock matrix that
+step k diagonalises gets a random one-body potential V^pert⁽ᵏ⁾ added after the DIIS extrapolation,
+so F̃⁽ᵏ⁾ = Σ_j π⁽ᵏ⁾_j F⁽ʲ⁾ + V^pert⁽ᵏ⁾ (``fock_diag``), while F⁽ᵏ⁾ = h + V[D⁽ᵏ⁾] (``focks``, what
+DIIS stores) stays unperturbed; the SCF may not stop while the perturbation window is open.
+
 Energies of every step are built from explicit terms, never by summing ``scf_summary``:
 E = tr(D T) + tr(D V_nuc) + E_H[D] + E_XC[D] + E_nn, with E_H = ½ tr(D J[D]) and E_XC from the
 same grid as the SCF (PySCF's ``vhf.ecoul`` and ``vhf.exc`` tags).
@@ -45,6 +50,15 @@ def to_numpy(x) -> np.ndarray:
     if hasattr(x, "get") and not isinstance(x, np.ndarray):
         return np.asarray(x.get())
     return np.asarray(x)
+
+
+def _like(ref, x: np.ndarray):
+    """``x`` as an array of ``ref``'s kind (NumPy, or CuPy under gpu4pyscf)."""
+    if isinstance(ref, np.ndarray):
+        return x
+    import cupy
+
+    return cupy.asarray(x)
 
 
 def solve_diis_weights(h: np.ndarray, nd: int) -> np.ndarray:
@@ -128,6 +142,9 @@ class KSRun:
       kinetic_matrix: ``(nao, nao)`` T_αβ; nuclear_matrix: ``(nao, nao)`` V_nuc,αβ.
       converged: SCF converged; n_cycles: PySCF cycles (without the extra diagonalisation);
       wall_s: wall time of the SCF.
+      perturbation: ``(K+1, naux)`` density-basis coefficients u⁽ᵏ⁾ of the potential added to the
+        Fock matrix diagonalised at step k (zeros: not perturbed), or ``None`` for a plain run.
+      perturbation_std: ``(K+1,)`` σ_k of those draws (zeros where not perturbed), or ``None``.
     """
 
     molecule: Molecule
@@ -147,6 +164,8 @@ class KSRun:
     converged: bool
     n_cycles: int
     wall_s: float
+    perturbation: Optional[np.ndarray] = None
+    perturbation_std: Optional[np.ndarray] = None
 
     @property
     def n_steps(self) -> int:
@@ -194,7 +213,8 @@ def _energy_terms(dm, vhf, kin, vnuc, e_nuc) -> dict:
 
 def run_ks(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
            mol: Optional[gto.Mole] = None, verbose: int = 0,
-           on_step: Optional[Callable[[int, float, float], None]] = None) -> KSRun:
+           on_step: Optional[Callable[[int, float, float], None]] = None,
+           perturbation=None) -> KSRun:
     """Run restricted KS-DFT with ``settings`` and record every SCF step (spec §1.1, §1.3).
 
     Args:
@@ -203,6 +223,9 @@ def run_ks(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
       mol: an already built orbital-basis ``Mole`` (else built from ``molecule``).
       verbose: PySCF verbosity.
       on_step: called as ``on_step(k, e_tot, delta_e)`` after every SCF step (progress bars).
+      perturbation: a :class:`~mofdft_jax.qchem.perturbation.FockPerturbation` (built on ``mol``)
+        whose potential is added to the Fock matrix of the steps in its window; ``None``: a plain
+        SCF. The run's ``perturbation`` / ``perturbation_std`` record the draws.
     """
     t0 = time.perf_counter()
     if mol is None:
@@ -231,7 +254,20 @@ def run_ks(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
         if diis is not None and hasattr(diis, "slot_steps"):
             diis.step = cycle
             rec["diis"] = diis
-        return orig_get_fock(h1e, s1e, vhf, dm, cycle, diis, *args, **kwargs)
+        fock = orig_get_fock(h1e, s1e, vhf, dm, cycle, diis, *args, **kwargs)
+        if perturbation is not None and cycle >= 0:
+            # cycle c diagonalises the Fock that produces step k = c + 1
+            v_pert = perturbation.matrix(cycle + 1)
+            if v_pert is not None:
+                fock = fock + _like(fock, v_pert)
+        return fock
+
+    def check_convergence(envs):
+        # PySCF's own criterion (scf.hf.kernel), refused while perturbed steps are still to come
+        if perturbation.window_open(envs["cycle"] + 1):
+            return False
+        return bool(abs(envs["e_tot"] - envs["last_hf_e"]) < envs["conv_tol"]
+                    and envs["norm_gorb"] < envs["conv_tol_grad"])
 
     def add_step(dm, vhf, fock, fock_diag, mo_energy, e_tot):
         dm = to_numpy(dm)
@@ -276,6 +312,15 @@ def run_ks(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
     mf.pre_kernel = pre_kernel
     mf.post_kernel = post_kernel
     mf.callback = callback
+    if perturbation is not None and perturbation.is_constant:
+        h_pert = perturbation.constant_matrix()
+        orig_get_hcore = mf.get_hcore
+        mf.get_hcore = lambda *args, **kwargs: orig_get_hcore(*args, **kwargs) + _like(
+            orig_get_hcore(*args, **kwargs), h_pert)
+    elif perturbation is not None:
+        if getattr(mf, "check_convergence", None) is not None:
+            raise ValueError("a perturbed SCF needs PySCF's default convergence check")
+        mf.check_convergence = check_convergence
     mf.kernel()
 
     nsteps = len(rec["dms"])
@@ -296,13 +341,15 @@ def run_ks(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
         fock_diag[k] = rec["fock_diag"][k]
         mo_energy[k] = rec["mo_energy"][k]
     energies = {key: np.array([e[key] for e in rec["energies"]]) for key in ENERGY_KEYS}
+    pert, pert_std = (perturbation.per_step(nsteps - 1) if perturbation is not None
+                      else (None, None))
     return KSRun(
         molecule=molecule, settings=settings, mol=mol, mf=mf,
         dms=np.stack(rec["dms"]), focks=np.stack(rec["focks"]), fock_diag=fock_diag,
         mo_energy=mo_energy, diis_weights=diis_weights, diis_steps=diis_steps, energies=energies,
         pyscf_e_tot=np.array(rec["pyscf_e_tot"]), kinetic_matrix=kin, nuclear_matrix=vnuc,
         converged=bool(mf.converged), n_cycles=int(getattr(mf, "cycles", nsteps - 1)),
-        wall_s=time.perf_counter() - t0,
+        wall_s=time.perf_counter() - t0, perturbation=pert, perturbation_std=pert_std,
     )
 
 

@@ -21,6 +21,16 @@ DIIS-extrapolated Fock). For each step this module produces
 
 plus the converged reference p*, the KS energy components, the Hellmann–Feynman forces of p* and the
 MINAO / Hückel initial-guess coefficients (plain Coulomb fit, spec §4.3).
+
+Perturbed-potential labels (``settings.perturbed_runs > 0``; :mod:`mofdft_jax.qchem.perturbation`):
+each extra SCF run adds a random density-basis potential u⁽ᵏ⁾ to the Fock matrices of a window of
+steps. Its steps are labelled like the plain run's, with the gradient label
+
+.. math:: ∇_p T_S^{(k)} = -\\Big(Σ_{k'} π^{(k)}_{k'} ∇_p E_{eff}(p^{(k')}) + S u^{(k)}\\Big),
+
+S the density-basis overlap, and are stored *before* the plain run's steps, so the last labelled
+step is still p*. ``step_run`` (0: the plain run, r ≥ 1: perturbed run r), ``step_cycle`` (the SCF
+step number within its run), ``perturbation`` and ``perturbation_std`` say where each row came from.
 """
 
 from __future__ import annotations
@@ -56,8 +66,14 @@ class MoleculeLabels:
       ks_energy: converged KS energy components (same keys as ``step_energies``), floats.
       hf_forces_ref: ``(natm, 3)`` Hellmann–Feynman forces of p*, nuclear part included, Ha/Bohr.
       init_coeffs: ``{"minao", "huckel"}`` → ``(naux,)`` initial-guess coefficients (Coulomb fit).
-      converged: whether the SCF converged.
+      converged: whether the (plain) SCF converged.
       wall_s: wall time of the whole labelling, seconds.
+      step_run: ``(K,)`` run of each labelled step: 0 the plain SCF, r ≥ 1 perturbed run r
+        (``None``: all from the plain run, as in labels made by hand).
+      step_cycle: ``(K,)`` SCF step number of each row within its run (1-based; ``None``: 1..K).
+      perturbation: ``(K, naux)`` u⁽ᵏ⁾ added to the Fock matrix of the row's step (zeros where
+        none; ``None``: no perturbed run).
+      perturbation_std: ``(K,)`` σ_k of those draws (``None``: no perturbed run).
     """
 
     molecule: Molecule
@@ -75,11 +91,33 @@ class MoleculeLabels:
     init_coeffs: dict
     converged: bool
     wall_s: float
+    step_run: np.ndarray | None = None
+    step_cycle: np.ndarray | None = None
+    perturbation: np.ndarray | None = None
+    perturbation_std: np.ndarray | None = None
 
     @property
     def naux(self) -> int:
         """Number of density-basis functions."""
         return int(self.p_ref.shape[0])
+
+    def run_of_steps(self) -> np.ndarray:
+        """``(K,)`` run index of every labelled step (0: plain SCF; r ≥ 1: perturbed run r)."""
+        if self.step_run is None:
+            return np.zeros(int(self.n_steps), dtype=np.int64)
+        return np.asarray(self.step_run, dtype=np.int64)
+
+    def cycle_of_steps(self) -> np.ndarray:
+        """``(K,)`` SCF step number of every labelled step within its run (1-based)."""
+        if self.step_cycle is None:
+            return np.arange(1, int(self.n_steps) + 1, dtype=np.int64)
+        return np.asarray(self.step_cycle, dtype=np.int64)
+
+    def perturbed_steps(self) -> np.ndarray:
+        """``(K,)`` bool: the step's Fock matrix carried an extra potential (u⁽ᵏ⁾ ≠ 0)."""
+        if self.perturbation is None:
+            return np.zeros(int(self.n_steps), dtype=bool)
+        return np.any(np.asarray(self.perturbation) != 0, axis=1)
 
 
 #: Points per call of the jitted point-wise energy-density function (fixed: compiled once).
@@ -229,8 +267,11 @@ def huckel_density_matrix(mol) -> np.ndarray:
 
 
 def compute_step_labels(run, auxmol, coeffs: np.ndarray, coulomb: np.ndarray, v_ext: np.ndarray,
-                        grids) -> dict:
+                        grids, overlap: np.ndarray | None = None) -> dict:
     """Value and gradient labels of every SCF step from a recorded KS run (spec §1.6–§1.7).
+
+    For a perturbed run (``run.perturbation`` not ``None``) the gradient label of step k is
+    −(v_eff⁽ᵏ⁾ + S u⁽ᵏ⁾) (module docstring); the value labels are unchanged.
 
     Args:
       run: :class:`~mofdft_jax.qchem.ksdft.KSRun` (steps 0..K, step 0 the initial guess).
@@ -238,6 +279,8 @@ def compute_step_labels(run, auxmol, coeffs: np.ndarray, coulomb: np.ndarray, v_
       coulomb: ``(naux, naux)`` W̃; v_ext: ``(naux,)``.
       grids: built PySCF ``Grids`` for E_XC(p) and T_APBE(p) (the KS grid).
       coeffs: ``(K+1, naux)`` fitted p⁽ᵏ⁾ of all steps including the initial guess.
+      overlap: ``(naux, naux)`` density-basis overlap S (computed from ``auxmol`` if needed and
+        not given).
 
     Returns:
       dict with ``ts (K,)``, ``ts_grad (K, naux)``, ``targets``, ``target_grads`` (labelled steps
@@ -258,6 +301,10 @@ def compute_step_labels(run, auxmol, coeffs: np.ndarray, coulomb: np.ndarray, v_
     ts = e["kinetic"][steps] + e_eff_c[steps] - e_eff_p[steps]
     # v_eff^(k) = Σ_i π_i^(k) ∇E_eff(p^(s_i)) (spec §1.7)
     v_eff = np.stack([run.diis_weights[k] @ grad_e_eff_p[run.diis_steps[k]] for k in steps])
+    if getattr(run, "perturbation", None) is not None:
+        # the orbitals of step k are the ground state of v_eff + v_pert: add ∇_p ∫ v_pert ρ_p = S u
+        s_ovlp = auxmol.intor("int1e_ovlp") if overlap is None else np.asarray(overlap)
+        v_eff = v_eff + run.perturbation[steps] @ s_ovlp
     ts_grad = -v_eff
     targets = {
         "ts_res": ts - t_apbe_p[steps],
@@ -278,7 +325,8 @@ def compute_labels(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS,
     """Run KS-DFT with ``settings`` and compute all labels of ``molecule`` (spec §1.3–§1.7).
 
     Steps: recorded KS run (:func:`~mofdft_jax.qchem.ksdft.run_ks`), then
-    :func:`labels_from_run`. ``wall_s`` covers both.
+    ``settings.perturbed_runs`` perturbed runs from the same initial guess (each with its own
+    seeded draws, :func:`perturbed_runs`), then :func:`labels_from_run`. ``wall_s`` covers all.
     """
     import time
 
@@ -286,19 +334,51 @@ def compute_labels(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS,
 
     t0 = time.perf_counter()
     run = run_ks(molecule, settings, verbose=verbose, on_step=on_step)
-    labels = labels_from_run(run)
+    extra = perturbed_runs(run, verbose=verbose) if run.converged else []
+    labels = labels_from_run(run, extra)
     labels.wall_s = time.perf_counter() - t0
     return labels
 
 
-def labels_from_run(run) -> MoleculeLabels:
-    """All labels of a recorded KS run (spec §1.3–§1.7).
+def perturbed_runs(run, *, verbose: int = 0) -> list:
+    """The ``run.settings.perturbed_runs`` perturbed SCF runs of a plain run's molecule.
 
-    Fit every step's density matrix (``settings.fit``, one blocked 3-centre pass for all steps and
-    both initial guesses); grid terms E_XC(p), T_APBE(p) and their gradients on the KS grid
-    (:func:`evaluate_grid_terms`); T_S labels with the fitting correction; −v_eff⁽ᵏ⁾ from the DIIS
-    weights; the three targets; p*, KS components, HF forces of p*, MINAO and Hückel initial
-    coefficients (plain Coulomb fit).
+    Run r = 1 … R draws its potentials from :func:`~mofdft_jax.qchem.perturbation.perturbation_seed`
+    (``settings.perturb_seed``, r, the geometry). A perturbed run that does not converge after its
+    window is kept: its steps are exact non-interacting ground states all the same; only p* needs
+    a converged SCF, and that comes from the plain run.
+    """
+    from mofdft_jax.qchem.basis import make_auxbasis, make_auxmol
+    from mofdft_jax.qchem.ksdft import run_ks
+    from mofdft_jax.qchem.perturbation import FockPerturbation, perturbation_seed
+
+    settings = run.settings
+    if not int(settings.perturbed_runs):
+        return []
+    auxmol = make_auxmol(run.mol, make_auxbasis(settings.density_basis_source, settings.aux_beta))
+    schedule = settings.perturbation_schedule()
+    mol = run.molecule
+    out = []
+    for r in range(1, int(settings.perturbed_runs) + 1):
+        seed = perturbation_seed(mol.numbers, mol.coords_bohr, r, int(settings.perturb_seed))
+        pert = FockPerturbation(run.mol, auxmol, schedule, seed)
+        out.append(run_ks(mol, settings, mol=run.mol, verbose=verbose, perturbation=pert))
+    return out
+
+
+def labels_from_run(run, perturbed=()) -> MoleculeLabels:
+    """All labels of a recorded KS run and of its perturbed runs (spec §1.3–§1.7).
+
+    Fit every step's density matrix (``settings.fit``, one blocked 3-centre pass for all steps of
+    all runs and both initial guesses); grid terms E_XC(p), T_APBE(p) and their gradients on the
+    plain run's KS grid (:func:`evaluate_grid_terms`); T_S labels with the fitting correction;
+    −v_eff⁽ᵏ⁾ (− S u⁽ᵏ⁾ for perturbed steps) from the DIIS weights; the three targets; p*, KS
+    components, HF forces of p*, MINAO and Hückel initial coefficients (plain Coulomb fit), all
+    from the plain run. Rows: perturbed run 1 … R, then the plain run (its last step is p*).
+
+    Args:
+      run: the plain :class:`~mofdft_jax.qchem.ksdft.KSRun`.
+      perturbed: perturbed runs of the same molecule and settings (:func:`perturbed_runs`).
     """
     import time
 
@@ -328,20 +408,50 @@ def labels_from_run(run) -> MoleculeLabels:
                 else to_numpy(run.mf.get_init_guess(mol, "minao")),
                 "huckel": run.dms[0] if settings.init_guess.lower() == "huckel"
                 else huckel_density_matrix(mol)}
+    runs = list(perturbed) + [run]
+    for other in perturbed:
+        same_geometry = (np.array_equal(other.molecule.numbers, run.molecule.numbers)
+                         and np.allclose(other.molecule.coords_bohr, run.molecule.coords_bohr))
+        same_basis = all(getattr(other.settings, key) == getattr(settings, key)
+                         for key in ("basis", "xc", "grid_level", "aux_beta", "aux_orbital_basis",
+                                     "fit", "use_gpu"))
+        if not (same_basis and same_geometry):
+            raise ValueError("perturbed runs must be of the plain run's molecule, bases, XC "
+                             "functional, grid and fit")
+        if other.perturbation is None:
+            raise ValueError("labels_from_run: a run passed as perturbed has no perturbation")
     # one blocked 3-centre pass for every density matrix (SCF steps and initial guesses)
-    all_dms = np.concatenate([run.dms, np.stack([init_dms[k] for k in init_keys])])
+    all_dms = np.concatenate([r.dms for r in runs] + [np.stack([init_dms[k] for k in init_keys])])
     proj = project_density_matrices(all_dms, mol, auxmol)
-    nsteps = run.dms.shape[0]
-    coeffs = fitter.fit(run.dms, projections=proj[:nsteps],
-                        external_energies=run.energies["external"])
-    init_coeffs = {k: fitter.fit(init_dms[k], projections=proj[nsteps + i], kind="coulomb")
+    bounds = np.cumsum([0] + [r.dms.shape[0] for r in runs])
+    run_coeffs = [fitter.fit(r.dms, projections=proj[b0:b1],
+                             external_energies=r.energies["external"])
+                  for r, b0, b1 in zip(runs, bounds[:-1], bounds[1:])]
+    init_coeffs = {k: fitter.fit(init_dms[k], projections=proj[bounds[-1] + i], kind="coulomb")
                    for i, k in enumerate(init_keys)}
 
     # the KS grid itself, so E_XC(C^(k)) and E_XC(p^(k)) are integrated on the same points
     grids = make_grids(mol, settings.grid_level) if settings.use_gpu else run.mf.grids
-    step = compute_step_labels(run, auxmol, coeffs, w2, v_ext, grids)
-    p_ref = coeffs[-1]
-    steps = slice(1, nsteps)
+    s_ovlp = auxmol.intor("int1e_ovlp") if perturbed else None
+    run_steps = [compute_step_labels(r, auxmol, c, w2, v_ext, grids, overlap=s_ovlp)
+                 for r, c in zip(runs, run_coeffs)]
+    step = _concatenate_steps(run_steps)
+    coeffs = np.concatenate([c[1:] for c in run_coeffs])
+    p_ref = run_coeffs[-1][-1]
+    run_index = [*range(1, len(perturbed) + 1), 0]
+    step_run = np.concatenate([np.full(r.n_steps, i, dtype=np.int64)
+                               for r, i in zip(runs, run_index)])
+    step_cycle = np.concatenate([np.arange(1, r.n_steps + 1, dtype=np.int64) for r in runs])
+    if perturbed:
+        naux = p_ref.shape[0]
+        perturbation = np.concatenate([r.perturbation[1:] if r.perturbation is not None
+                                       else np.zeros((r.n_steps, naux)) for r in runs])
+        perturbation_std = np.concatenate([r.perturbation_std[1:] if r.perturbation is not None
+                                           else np.zeros(r.n_steps) for r in runs])
+    else:
+        perturbation = perturbation_std = None
+    step_energies = {k: np.concatenate([r.energies[k][1:] for r in runs])
+                     for k in run.energies}
     settings_dict = settings.to_dict()
     settings_dict.update({
         "pyscf_version": pyscf.__version__,
@@ -353,23 +463,38 @@ def labels_from_run(run) -> MoleculeLabels:
     return MoleculeLabels(
         molecule=run.molecule,
         settings=settings_dict,
-        n_steps=run.n_steps,
-        coeffs=coeffs[steps],
+        n_steps=int(coeffs.shape[0]),
+        coeffs=coeffs,
         ts=step["ts"],
         ts_grad=step["ts_grad"],
         targets=step["targets"],
         target_grads=step["target_grads"],
-        step_energies={k: v[steps].copy() for k, v in run.energies.items()},
+        step_energies=step_energies,
         p_ref=p_ref,
         ks_energy=run.final_energies(),
         hf_forces_ref=hf_forces(p_ref, mol, auxmol),
         init_coeffs=init_coeffs,
         converged=run.converged,
-        wall_s=run.wall_s + time.perf_counter() - t0,
+        wall_s=sum(r.wall_s for r in runs) + time.perf_counter() - t0,
+        step_run=step_run,
+        step_cycle=step_cycle,
+        perturbation=perturbation,
+        perturbation_std=perturbation_std,
     )
+
+
+def _concatenate_steps(run_steps: list[dict]) -> dict:
+    """Rows of the labelled steps (1..K) of several runs, in order (``compute_step_labels`` dicts)."""
+    def cat(key):
+        return np.concatenate([d[key] for d in run_steps])
+
+    out = {"ts": cat("ts"), "ts_grad": cat("ts_grad")}
+    for key in ("targets", "target_grads"):
+        out[key] = {t: np.concatenate([d[key][t] for d in run_steps]) for t in run_steps[0][key]}
+    return out
 
 
 __all__ = ["ENERGY_KEYS", "LABEL_PRESETS", "PAPER_CONV_TOL", "PAPER_SETTINGS", "QUICK_SETTINGS",
            "TARGETS", "TEST_SETTINGS", "LabelSettings", "MoleculeLabels", "compute_labels",
            "compute_step_labels", "evaluate_grid_terms", "huckel_density_matrix",
-           "labels_from_run"]
+           "labels_from_run", "perturbed_runs"]

@@ -39,6 +39,13 @@ class LabelSettings:
         ``"coulomb"``.
       use_gpu: run the SCF with gpu4pyscf (``mf.to_gpu()``); labels are computed on the host.
       max_memory_mb: PySCF memory limit.
+      perturbed_runs: number of extra SCF runs per molecule whose Fock matrices get random
+        density-basis potentials (:mod:`mofdft_jax.qchem.perturbation`; 0: the paper's plain
+        labels). Their steps are labelled too, before the plain run's steps.
+      perturb_first_step, perturb_last_step: the window of perturbed SCF steps (1-based).
+      perturb_start_std, perturb_end_std: σ₀, σ₁ of the linearly falling σ_k (STRUCTURES25:
+        0.1 and 0.002 over their cycles 4–24).
+      perturb_seed: seed of the draws (combined with the run index and the geometry).
     """
 
     basis: str = PAPER_BASIS
@@ -56,6 +63,30 @@ class LabelSettings:
     fit: str = "coulomb+ext"
     use_gpu: bool = False
     max_memory_mb: int = 16000
+    perturbed_runs: int = 0
+    perturb_first_step: int = 5
+    perturb_last_step: int = 25
+    perturb_start_std: float = 0.1
+    perturb_end_std: float = 0.002
+    perturb_seed: int = 0
+
+    def __post_init__(self):
+        if int(self.perturbed_runs) < 0:
+            raise ValueError(f"perturbed_runs must be >= 0, got {self.perturbed_runs}")
+        if self.perturbed_runs:
+            self.perturbation_schedule()  # validates the window and the σ values
+            if self.perturb_last_step >= self.max_cycle:
+                raise ValueError(f"perturb_last_step ({self.perturb_last_step}) must be below "
+                                 f"max_cycle ({self.max_cycle}): the SCF must converge after it")
+
+    def perturbation_schedule(self):
+        """The :class:`~mofdft_jax.qchem.perturbation.PerturbationSchedule` of these settings."""
+        from mofdft_jax.qchem.perturbation import PerturbationSchedule
+
+        return PerturbationSchedule(first_step=int(self.perturb_first_step),
+                                    last_step=int(self.perturb_last_step),
+                                    start_std=float(self.perturb_start_std),
+                                    end_std=float(self.perturb_end_std))
 
     def uses_density_fit(self, natm: int) -> bool:
         """Whether the SCF of a molecule with ``natm`` atoms uses density fitting."""
