@@ -29,7 +29,8 @@ steps. Its steps are labelled like the plain run's, with the gradient label
 .. math:: ∇_p T_S^{(k)} = -\\Big(Σ_{k'} π^{(k)}_{k'} ∇_p E_{eff}(p^{(k')}) + S u^{(k)}\\Big),
 
 S the density-basis overlap, and are stored *before* the plain run's steps, so the last labelled
-step is still p*. ``step_run`` (0: the plain run, r ≥ 1: perturbed run r), ``step_cycle`` (the SCF
+step is still p*. A perturbed run's steps before its first perturbed step repeat the plain run's
+and are not stored again. ``step_run`` (0: the plain run, r ≥ 1: perturbed run r), ``step_cycle`` (the SCF
 step number within its run), ``perturbation`` and ``perturbation_std`` say where each row came from.
 """
 
@@ -435,22 +436,24 @@ def labels_from_run(run, perturbed=()) -> MoleculeLabels:
     s_ovlp = auxmol.intor("int1e_ovlp") if perturbed else None
     run_steps = [compute_step_labels(r, auxmol, c, w2, v_ext, grids, overlap=s_ovlp)
                  for r, c in zip(runs, run_coeffs)]
-    step = _concatenate_steps(run_steps)
-    coeffs = np.concatenate([c[1:] for c in run_coeffs])
+    # rows kept per run (indices of steps 1..K): a perturbed run's steps before its first
+    # perturbed step are the plain run's steps again (same guess, same SCF), so they are dropped
+    rows = [_rows_from_first_perturbed_step(r) for r in perturbed] + [np.arange(run.n_steps)]
+    step = _concatenate_steps([_take_rows(d, i) for d, i in zip(run_steps, rows)])
+    coeffs = np.concatenate([c[1:][i] for c, i in zip(run_coeffs, rows)])
     p_ref = run_coeffs[-1][-1]
     run_index = [*range(1, len(perturbed) + 1), 0]
-    step_run = np.concatenate([np.full(r.n_steps, i, dtype=np.int64)
-                               for r, i in zip(runs, run_index)])
-    step_cycle = np.concatenate([np.arange(1, r.n_steps + 1, dtype=np.int64) for r in runs])
+    step_run = np.concatenate([np.full(len(i), r, dtype=np.int64) for r, i in zip(run_index, rows)])
+    step_cycle = np.concatenate([i + 1 for i in rows]).astype(np.int64)
     if perturbed:
         naux = p_ref.shape[0]
-        perturbation = np.concatenate([r.perturbation[1:] if r.perturbation is not None
-                                       else np.zeros((r.n_steps, naux)) for r in runs])
-        perturbation_std = np.concatenate([r.perturbation_std[1:] if r.perturbation is not None
-                                           else np.zeros(r.n_steps) for r in runs])
+        perturbation = np.concatenate([r.perturbation[1:][i] if r.perturbation is not None
+                                       else np.zeros((len(i), naux)) for r, i in zip(runs, rows)])
+        perturbation_std = np.concatenate([r.perturbation_std[1:][i] if r.perturbation is not None
+                                           else np.zeros(len(i)) for r, i in zip(runs, rows)])
     else:
         perturbation = perturbation_std = None
-    step_energies = {k: np.concatenate([r.energies[k][1:] for r in runs])
+    step_energies = {k: np.concatenate([r.energies[k][1:][i] for r, i in zip(runs, rows)])
                      for k in run.energies}
     settings_dict = settings.to_dict()
     settings_dict.update({
@@ -481,6 +484,22 @@ def labels_from_run(run, perturbed=()) -> MoleculeLabels:
         perturbation=perturbation,
         perturbation_std=perturbation_std,
     )
+
+
+def _rows_from_first_perturbed_step(run) -> np.ndarray:
+    """Indices (0-based, into steps 1..K) of a perturbed run's steps from its first perturbed step
+    on (all steps if no step carried a potential, e.g. σ = 0)."""
+    nonzero = np.flatnonzero(np.any(run.perturbation[1:] != 0, axis=1))
+    first = int(nonzero[0]) if nonzero.size else 0
+    return np.arange(first, run.n_steps)
+
+
+def _take_rows(step: dict, rows: np.ndarray) -> dict:
+    """The rows ``rows`` of the labelled-step arrays of a ``compute_step_labels`` dict."""
+    out = {"ts": step["ts"][rows], "ts_grad": step["ts_grad"][rows]}
+    for key in ("targets", "target_grads"):
+        out[key] = {t: v[rows] for t, v in step[key].items()}
+    return out
 
 
 def _concatenate_steps(run_steps: list[dict]) -> dict:
