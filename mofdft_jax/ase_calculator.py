@@ -84,9 +84,14 @@ class MOFDFTCalculator(Calculator):
         classical functionals, spec §4.3).
       steps: solver steps of a cold start (paper: 1000); ``warm_steps`` those of a warm start
         (default ``steps``).
-      lr: step size (default: the checkpoint's, 5e-4 for ethanol; 1e-3 for classical).
-      rule: reported step, ``iid`` or ``ood`` (spec §4.5).
+      lr: step size (default with ``sgd``: the checkpoint's, 5e-4 for ethanol; 1e-3 for
+        classical; with another optimiser its registry default).
+      rule: reported step, ``iid``, ``ood`` (spec §4.5) or ``last`` (default: ``iid`` for
+        ``sgd``, ``last`` otherwise).
       gtol: tolerance of the true convergence criterion (reported in ``solve_log``).
+      optimizer: density optimiser, a name of :data:`mofdft_jax.solver.OPTIMIZERS` (default the
+        paper's ``sgd``); ``stop_at_gtol`` as in :func:`mofdft_jax.solver.solve` (default: False
+        for ``sgd``, True otherwise).
       warm_start: start from the previous geometry's coefficients.
       charge: molecular charge (0 for the paper's molecules).
 
@@ -102,13 +107,17 @@ class MOFDFTCalculator(Calculator):
     def __init__(self, functional="apbe", *, info=None, basis: str | None = None,
                  grid_level: int | None = None, xc: str | None = None, init: str | None = None,
                  steps: int = 1000, warm_steps: int | None = None, lr: float | None = None,
-                 rule: str = "iid", gtol: float = 1e-4, warm_start: bool = True, charge: int = 0,
+                 rule: str | None = None, gtol: float = 1e-4, warm_start: bool = True,
+                 charge: int = 0, optimizer: str = "sgd", stop_at_gtol: bool | None = None,
                  **kwargs):
         super().__init__(**kwargs)
         from mofdft_jax.config import ensure_x64
         from mofdft_jax.qchem.basis import PAPER_BASIS
 
+        from mofdft_jax.solver import get_optimizer, resolve_solver_defaults
+
         ensure_x64()
+        self.optimizer = get_optimizer(optimizer).name
         self.learned, self.functional, self.info = _resolve_functional(functional, info)
         defaults = dict(self.info.extra.get("solver_defaults", {})) if self.info else {}
         self.basis = basis or defaults.get("basis") or PAPER_BASIS
@@ -118,8 +127,10 @@ class MOFDFTCalculator(Calculator):
         self.init = init or ("projminao" if self.learned else "minao")
         self.steps = int(steps)
         self.warm_steps = int(warm_steps if warm_steps is not None else steps)
-        self.lr = float(lr if lr is not None else defaults.get("lr", 1e-3))
-        self.rule = rule
+        if lr is None and self.optimizer == "sgd":
+            lr = defaults.get("lr", 1e-3)
+        self.lr, self.rule, self.stop_at_gtol = resolve_solver_defaults(
+            self.optimizer, lr=lr, rule=rule, stop_at_gtol=stop_at_gtol)
         self.gtol = float(gtol)
         self.warm_start = bool(warm_start)
         self.charge = int(charge)
@@ -168,7 +179,7 @@ class MOFDFTCalculator(Calculator):
         from mofdft_jax.qchem.guesses import initial_guess
         from mofdft_jax.qchem.integrals import build_integral_bundle
         from mofdft_jax.qchem.settings import PAPER_SETTINGS
-        from mofdft_jax.solver import hf_forces, solve
+        from mofdft_jax.solver import get_optimizer, hf_forces, solve
 
         t0 = time.perf_counter()
         molecule = molecule_from_atoms(self.atoms, charge=self.charge)
@@ -178,7 +189,9 @@ class MOFDFTCalculator(Calculator):
             self.functional.check_elements(mol.atom_charges())
         bundle = build_integral_bundle(
             mol, auxmol, grid_level=self.grid_level if self.needs_grid else None,
-            with_forces=True, with_overlap=self.learned and self.functional.use_reparam,
+            with_forces=True,
+            with_overlap=(self.learned and self.functional.use_reparam)
+            or get_optimizer(self.optimizer).uses_metric,
             grid_padding=(GRID_BLOCK_MULTIPLE, GRID_FUNCTION_MULTIPLE))
         geometry = self.functional.prepare(bundle) if self.learned else None
         warm = (self.warm_start and self.coeffs is not None and self._numbers is not None
@@ -200,7 +213,7 @@ class MOFDFTCalculator(Calculator):
             inputs = bundle
         t1 = time.perf_counter()
         result = solve(self._get_energy_fn(), p0, inputs, steps=steps, lr=self.lr, gtol=self.gtol,
-                       rule=self.rule)
+                       rule=self.rule, optimizer=self.optimizer, stop_at_gtol=self.stop_at_gtol)
         t2 = time.perf_counter()
         forces = np.asarray(hf_forces(result.coeffs, bundle))
         self.coeffs = np.asarray(result.coeffs)
@@ -210,6 +223,8 @@ class MOFDFTCalculator(Calculator):
         self.results = {"energy": energy_ev, "free_energy": energy_ev,
                         "forces": forces * HA_PER_BOHR_TO_EV_PER_ANGSTROM}
         self.solve_log.append({"start": start, "steps": int(steps),
+                               "optimizer": self.optimizer, "n_steps": int(result.n_steps),
+                               "converged_step": result.converged_step,
                                "chosen_step": int(result.chosen_step), "status": result.status,
                                "energy_ha": float(result.energy),
                                "proj_grad_norm": float(result.proj_grad_norm),

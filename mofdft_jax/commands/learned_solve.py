@@ -51,14 +51,32 @@ def load_functional(path):
 _ENERGY_FNS: dict = {}
 
 
-def learned_energy_fn(functional, xc: str):
+def learned_energy_fn(functional, xc: str, negative_density_penalty: float = 0.0):
     """:func:`~mofdft_jax.solver.learned.make_learned_energy_fn`, one function object per
-    (functional, xc) in this process, so the jitted solver is reused across molecules."""
+    (functional, xc, penalty) in this process, so the jitted solver is reused across molecules.
+
+    With ``negative_density_penalty`` c > 0 the term ``negative_density`` =
+    c · Σ_g w_g max(−ρ, 0) (the paper's optional penalty, SI B.5.1) is added (grid needed)."""
+    from mofdft_jax.solver.energy import integrated_negative_density
     from mofdft_jax.solver.learned import make_learned_energy_fn
 
-    key = (id(functional), xc)
+    key = (id(functional), xc, float(negative_density_penalty))
     if key not in _ENERGY_FNS:
-        _ENERGY_FNS[key] = (functional, make_learned_energy_fn(functional, xc=xc))
+        base = make_learned_energy_fn(functional, xc=xc)
+        if negative_density_penalty > 0:
+            c = float(negative_density_penalty)
+
+            def energy_terms_fn(coeffs, inputs):
+                terms = base(coeffs, inputs)
+                nuclear = terms.pop("nuclear", None)
+                terms["negative_density"] = c * integrated_negative_density(coeffs,
+                                                                            inputs.bundle)
+                if nuclear is not None:
+                    terms["nuclear"] = nuclear
+                return terms
+        else:
+            energy_terms_fn = base
+        _ENERGY_FNS[key] = (functional, energy_terms_fn)
     return _ENERGY_FNS[key][1]
 
 
@@ -73,7 +91,9 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
                            grid_level: int | None = None, trajectory: Path | None = None,
                            cube: Path | None = None, console=None,
                            pad_grid_blocks: int = 1,
-                           grid_dtype: str = "float64") -> tuple[dict, object]:
+                           grid_dtype: str = "float64", optimizer: str = "sgd",
+                           stop_at_gtol: bool | None = None,
+                           negative_density_penalty: float = 0.0) -> tuple[dict, object]:
     """Optimise the density of ``molecule`` with a learned functional (see module docstring).
 
     Args:
@@ -85,12 +105,14 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
       pad_grid_blocks: pad the grid to a multiple of this many blocks.
       grid_dtype: storage type of the grid's basis values (``ts_res`` only): ``"float64"`` or the
         explicit ``"float32"`` option (:func:`~mofdft_jax.qchem.integrals.build_integral_bundle`).
+      optimizer, stop_at_gtol: as in :func:`mofdft_jax.solver.solve`; with ``sgd`` the
+        checkpoint's step size is the default, otherwise the optimiser's own (a step size tuned
+        for SGD means nothing to L-BFGS).
+      negative_density_penalty: the paper's optional penalty (``ts_res`` only: it needs the grid).
 
     Returns:
       ``(summary dict, SolveResult)``; the summary has the keys of ``mofdft solve``.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from mofdft_jax.config import ensure_x64
     from mofdft_jax.model.functional import UnseenElementError
     from mofdft_jax.molecules import InputError
@@ -98,7 +120,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
     from mofdft_jax.qchem.guesses import initial_guess
     from mofdft_jax.qchem.integrals import build_integral_bundle
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
-    from mofdft_jax.solver import progress_handler, solve
+    from mofdft_jax.commands.solve import make_progress, make_progress_callback, solver_summary
+    from mofdft_jax.solver import get_optimizer, resolve_solver_defaults, solve
     from mofdft_jax.solver.learned import make_learned_inputs
 
     ensure_x64()
@@ -107,14 +130,19 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
     basis = basis or defaults.get("basis") or PAPER_BASIS
     grid_level = grid_level if grid_level is not None else defaults.get("grid_level", 2)
     xc = xc or defaults.get("xc", "pbe")
-    lr = lr if lr is not None else defaults.get("lr", 1e-3)
+    spec = get_optimizer(optimizer)
+    if lr is None and optimizer == "sgd":
+        lr = defaults.get("lr", 1e-3)
+    lr, rule, stop_at_gtol = resolve_solver_defaults(optimizer, lr=lr, rule=rule,
+                                                     stop_at_gtol=stop_at_gtol)
     name = (info.extra.get("name") if info is not None else None) or "learned"
     label = f"{name}[{functional.target}]"
     needs_grid = functional.target == "ts_res"
+    if negative_density_penalty > 0 and not needs_grid:
+        raise InputError(f"the negative-density penalty needs a grid; the {functional.target} "
+                         "functional has none")
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                        transient=True)
+    progress = make_progress(console)
     with progress:
         setup = progress.add_task(f"{molecule.name}: integrals", total=None, info="")
         mol = make_mol(molecule, basis)
@@ -129,7 +157,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         with_forces = natm * 3 * naux * 8 <= MAX_FORCE_INTEGRALS_BYTES
         bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level if needs_grid else None,
                                        with_forces=with_forces,
-                                       with_overlap=functional.use_reparam,
+                                       with_overlap=functional.use_reparam
+                                       or spec.uses_metric,
                                        grid_padding=(pad_grid_blocks, 1),
                                        grid_dtype=grid_dtype)
         geometry = functional.prepare(bundle)
@@ -141,19 +170,15 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         progress.update(setup, visible=False)
         t_setup = time.perf_counter() - t_start
 
-        energy_terms_fn = learned_energy_fn(functional, xc)
+        energy_terms_fn = learned_energy_fn(functional, xc, negative_density_penalty)
         inputs = make_learned_inputs(functional, bundle, geometry)
-        task = progress.add_task(f"{molecule.name}: {label} (compiling)", total=steps + 1,
-                                 info="")
-
-        def on_progress(step, energy, pgn):
-            progress.update(task, completed=step + 1, description=f"{molecule.name}: {label}",
-                            info=f"E = {energy:.8f} Ha  |Pg| = {pgn:.2e}")
+        on_progress, task = make_progress_callback(
+            progress, f"{molecule.name}: {label} {optimizer}", steps)
 
         t_solve0 = time.perf_counter()
-        with progress_handler(on_progress):
-            result = solve(energy_terms_fn, guess.coeffs, inputs, steps=steps, lr=lr, gtol=gtol,
-                           rule=rule)
+        result = solve(energy_terms_fn, guess.coeffs, inputs, steps=steps, lr=lr, gtol=gtol,
+                       rule=rule, optimizer=optimizer, stop_at_gtol=stop_at_gtol,
+                       progress=on_progress)
         solve_wall_s = time.perf_counter() - t_solve0
         progress.update(task, completed=steps + 1)
 
@@ -181,6 +206,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         "lr": lr,
         "steps": steps,
         "rule": rule,
+        **solver_summary(result),
+        "negative_density_penalty": negative_density_penalty,
         "energy_total_ha": result.energy,
         "terms": result.terms,
         "forces_ha_per_bohr": forces.tolist(),

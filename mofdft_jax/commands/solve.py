@@ -16,6 +16,12 @@ PYSCF_XC = {"pbe": "pbe", "lda": "lda,pw"}
 MAX_FORCE_INTEGRALS_BYTES = 256e6
 
 
+def _optimizer_help() -> str:
+    from mofdft_jax.solver.optimizers import optimizer_help
+
+    return optimizer_help()
+
+
 def _choices(name: str, value: str, allowed) -> str:
     if value not in allowed:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}",
@@ -32,15 +38,28 @@ def solve_command(
     init: str = typer.Option("minao", "--init", help="Initial density: minao, huckel, fastminao, "
                              "ks (the fitted KS reference density) or projminao (MINAO + the "
                              "learned Δp; needs a checkpoint)."),
-    steps: int = typer.Option(1000, "--steps", min=0, help="Projected-gradient steps (paper: "
-                              "1000); 0 evaluates the initial density."),
-    lr: float = typer.Option(None, "--lr", min=0.0, help="Step size (paper: 1e-3; a checkpoint "
-                             "brings its own, 5e-4 for ethanol as in the paper)."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="Density optimiser: "
+                                  + _optimizer_help() + "."),
+    steps: int = typer.Option(1000, "--max-steps", "--steps", min=0, help="Maximum number of "
+                              "optimiser steps (paper: 1000, all run with sgd); 0 evaluates the "
+                              "initial density."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Step size (default: the optimiser's; "
+                             "sgd: the paper's 1e-3, a checkpoint brings its own, 5e-4 for "
+                             "ethanol as in the paper)."),
     xc: str = typer.Option("pbe", "--xc", help="Exchange-correlation functional: pbe or lda."),
-    rule: str = typer.Option("iid", "--rule", help="Reported step: iid (smallest energy change) "
-                             "or ood (first local minimum of the gradient norm, spec §4.5)."),
+    rule: str = typer.Option(None, "--rule", help="Reported step: iid (smallest energy change), "
+                             "ood (first local minimum of the gradient norm, spec §4.5) or last "
+                             "(the last iterate). Default: iid for sgd, last otherwise."),
     gtol: float = typer.Option(1e-4, "--gtol", min=0.0, help="Convergence tolerance on the "
-                               "projected gradient norm (reported separately)."),
+                               "projected gradient norm |P grad E|."),
+    stop_at_gtol: bool = typer.Option(None, "--stop-at-gtol/--run-all-steps", help="Stop at "
+                                      "the tolerance, or run all --max-steps steps (default: "
+                                      "all steps for sgd, the paper's protocol; stop otherwise)."),
+    negative_density_penalty: float = typer.Option(0.0, "--negative-density-penalty", min=0.0,
+                                                   help="Add c * integral of max(-rho, 0) to "
+                                                   "the energy, c in Ha per electron (the "
+                                                   "paper's optional penalty, SI B.5.1; off)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display on the terminal."),
     basis: str = typer.Option(None, "--basis", help="Orbital basis of the initial guess and the "
                               "KS reference (default: the paper's 6-31G(2df,p)). The density "
                               "basis is always the paper's even-tempered basis."),
@@ -67,6 +86,8 @@ def solve_command(
     """
     from mofdft_jax.functionals import KINETIC_FUNCTIONALS, XC_FUNCTIONALS
     from mofdft_jax.qchem.guesses import INITIAL_GUESSES
+    from mofdft_jax.solver.optimize import RULES
+    from mofdft_jax.solver.optimizers import OPTIMIZERS
 
     from mofdft_jax.commands.learned_solve import is_checkpoint
 
@@ -75,12 +96,16 @@ def solve_command(
         _choices("--functional", functional, list(KINETIC_FUNCTIONALS))
     _choices("--init", init, list(INITIAL_GUESSES))
     _choices("--xc", xc, list(XC_FUNCTIONALS))
-    _choices("--rule", rule, ["iid", "ood"])
+    if rule is not None:
+        _choices("--rule", rule, list(RULES))
+    _choices("--optimizer", optimizer, list(OPTIMIZERS))
     _choices("--grid-dtype", grid_dtype, ["float64", "float32"])
 
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=quiet or json_output)
+    solver_options = {"optimizer": optimizer, "stop_at_gtol": stop_at_gtol,
+                      "negative_density_penalty": negative_density_penalty}
     if learned:
         from mofdft_jax.commands.learned_solve import run_solve_learned
 
@@ -88,33 +113,40 @@ def solve_command(
                                             rule=rule, gtol=gtol, basis=basis,
                                             grid_level=grid_level, index=index,
                                             grid_dtype=grid_dtype,
-                                            trajectory=trajectory, cube=cube, console=console)
+                                            trajectory=trajectory, cube=cube, console=console,
+                                            **solver_options)
     else:
         if init == "projminao":
             raise typer.BadParameter("projminao needs a learned functional (--functional "
                                      "CHECKPOINT)", param_hint="'--init'")
         summary, result = run_solve(file, functional=functional, init=init, steps=steps,
-                                    lr=1e-3 if lr is None else lr, xc=xc, rule=rule, gtol=gtol,
+                                    lr=lr, xc=xc, rule=rule, gtol=gtol,
                                     basis=basis, grid_level=2 if grid_level is None else grid_level,
                                     index=index, trajectory=trajectory, cube=cube,
-                                    console=console, grid_dtype=grid_dtype)
+                                    console=console, grid_dtype=grid_dtype, **solver_options)
     if json_output:
         typer.echo(json.dumps(summary))
     else:
         _print_summary(summary)
     if result.diverged:
-        console.print(f"[bold red]{result.message}[/]", highlight=False)
+        Console(stderr=True).print(f"[bold red]{result.message}[/]", highlight=False)
         raise typer.Exit(1)
 
 
 def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps: int = 1000,
-              lr: float = 1e-3, xc: str = "pbe", rule: str = "iid", gtol: float = 1e-4,
-              basis: str | None = None, grid_level: int = 2, index: int = 0,
+              lr: float | None = None, xc: str = "pbe", rule: str | None = None,
+              gtol: float = 1e-4, basis: str | None = None, grid_level: int = 2, index: int = 0,
               trajectory: Path | None = None, cube: Path | None = None, console=None,
-              grid_dtype: str = "float64"):
-    """Everything ``mofdft solve`` does; returns ``(summary dict, SolveResult)``."""
+              grid_dtype: str = "float64", optimizer: str = "sgd",
+              stop_at_gtol: bool | None = None, negative_density_penalty: float = 0.0):
+    """Everything ``mofdft solve`` does; returns ``(summary dict, SolveResult)``.
+
+    ``optimizer``, ``lr``, ``rule`` and ``stop_at_gtol`` as in :func:`mofdft_jax.solver.solve`
+    (``None``: that optimiser's defaults, :func:`~mofdft_jax.solver.resolve_solver_defaults`).
+    """
     import numpy as np
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mofdft_jax.solver import get_optimizer, resolve_solver_defaults
 
     from mofdft_jax.config import ensure_x64
     from mofdft_jax.molecules import InputError
@@ -123,28 +155,30 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
     from mofdft_jax.qchem.guesses import initial_guess
     from mofdft_jax.qchem.integrals import build_integral_bundle
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
-    from mofdft_jax.solver import make_energy_fn, progress_handler, solve
+    from mofdft_jax.solver import make_energy_fn, solve
 
     ensure_x64()
     t_start = time.perf_counter()
     basis = basis or PAPER_BASIS
+    spec = get_optimizer(optimizer)
+    lr, rule, stop_at_gtol = resolve_solver_defaults(optimizer, lr=lr, rule=rule,
+                                                     stop_at_gtol=stop_at_gtol)
     molecules = read_molecules(file)
     if index >= len(molecules):
         raise InputError(f"{file}: --index {index} but the file holds {len(molecules)} "
                          "molecule(s)")
     molecule = molecules[index]
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                        transient=True)
+    progress = make_progress(console)
     with progress:
         setup = progress.add_task(f"{molecule.name}: integrals", total=None, info="")
         mol = make_mol(molecule, basis)
         auxmol = make_auxmol(mol)
         natm, naux = mol.natm, auxmol.nao_nr()
         with_forces = natm * 3 * naux * 8 <= MAX_FORCE_INTEGRALS_BYTES
+        # the preconditioned optimisers' metric S + W̃ needs the density-basis overlap
         bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level,
-                                       with_forces=with_forces, with_overlap=False,
+                                       with_forces=with_forces, with_overlap=spec.uses_metric,
                                        grid_dtype=grid_dtype)
         progress.update(setup, description=f"{molecule.name}: initial guess ({init})")
         settings = PAPER_SETTINGS.replace(basis=basis, grid_level=grid_level, xc=PYSCF_XC[xc])
@@ -152,18 +186,15 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         progress.update(setup, visible=False)
         t_setup = time.perf_counter() - t_start
 
-        energy_terms_fn, _ = make_energy_fn(functional, xc=xc)
-        task = progress.add_task(f"{molecule.name}: {functional}+{xc} (compiling)",
-                                 total=steps + 1, info="")
-
-        def on_progress(step, energy, pgn):
-            progress.update(task, completed=step + 1, description=f"{molecule.name}: "
-                            f"{functional}+{xc}", info=f"E = {energy:.8f} Ha  |Pg| = {pgn:.2e}")
+        energy_terms_fn, _ = make_energy_fn(functional, xc=xc,
+                                            negative_density_penalty=negative_density_penalty)
+        label = f"{molecule.name}: {functional}+{xc} {optimizer}"
+        on_progress, task = make_progress_callback(progress, label, steps)
 
         t_solve0 = time.perf_counter()
-        with progress_handler(on_progress):
-            result = solve(energy_terms_fn, guess.coeffs, bundle, steps=steps, lr=lr, gtol=gtol,
-                           rule=rule)
+        result = solve(energy_terms_fn, guess.coeffs, bundle, steps=steps, lr=lr, gtol=gtol,
+                       rule=rule, optimizer=optimizer, stop_at_gtol=stop_at_gtol,
+                       progress=on_progress)
         solve_wall_s = time.perf_counter() - t_solve0
         progress.update(task, completed=steps + 1)
 
@@ -189,6 +220,8 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         "lr": lr,
         "steps": steps,
         "rule": rule,
+        **solver_summary(result),
+        "negative_density_penalty": negative_density_penalty,
         "energy_total_ha": result.energy,
         "terms": result.terms,
         "forces_ha_per_bohr": forces.tolist(),
@@ -213,6 +246,46 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         "wall_s": time.perf_counter() - t_start,
     }
     return summary, result
+
+
+def make_progress(console):
+    """The rich progress display of a solve (description, bar, energy and |P grad E|, elapsed
+    time, ETA); transient, and silent with a quiet console."""
+    from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
+
+
+def make_progress_callback(progress, label: str, steps: int):
+    """``(fn, task)``: a task of ``steps + 1`` states and the ``progress=`` callback of
+    :func:`mofdft_jax.solver.solve` that advances it (step, E, |P grad E|). With a tolerance
+    stop the bar ends early; the ETA is that of the maximum number of steps."""
+    task = progress.add_task(f"{label} (compiling)", total=steps + 1, info="")
+
+    def on_progress(step, energy, pgn):
+        progress.update(task, completed=step + 1, description=label,
+                        info=f"step {step}  E = {energy:.8f} Ha  |Pg| = {pgn:.2e}")
+
+    return on_progress, task
+
+
+def solver_summary(result) -> dict:
+    """The optimiser fields of a solve's JSON summary (shared by the classical and the learned
+    ``mofdft solve``): optimiser, stopping, steps and evaluations to convergence, metric,
+    negative-density measure and warnings."""
+    return {
+        "optimizer": result.optimizer,
+        "stop_at_gtol": result.stop_at_gtol,
+        "max_steps": result.max_steps,
+        "steps_to_convergence": result.converged_step,
+        "n_evaluations": result.n_evaluations,
+        "metric": result.metric,
+        "negative_density": result.negative_density,
+        "warnings": list(result.warnings),
+    }
 
 
 def finish_solution(result, bundle, mol, auxmol, *, with_forces: bool, trajectory, cube,
@@ -275,7 +348,12 @@ def _print_summary(summary: dict) -> None:
     table.add_row("converged step", "none" if summary["converged_step"] is None
                   else str(summary["converged_step"]))
     table.add_row("|P grad E|", f"{summary['proj_grad_norm']:.3e} (gtol {summary['gtol']:g})")
+    table.add_row("optimizer", f"{summary['optimizer']} (lr {summary['lr']:g}"
+                  + (f", metric {summary['metric']}" if summary.get("metric") else "") + ")")
     table.add_row("status", summary["status"])
+    if summary.get("negative_density") is not None:
+        table.add_row("negative density", f"{summary['negative_density']:.3e} electrons"
+                      + (" [bold yellow](warning)[/]" if summary["warnings"] else ""))
     table.add_row("electrons", f"{summary['electron_count']:.12f}")
     fmax = max(max(abs(x) for x in row) for row in summary["forces_ha_per_bohr"])
     table.add_row("max |HF force|", f"{fmax:.6f} Ha/Bohr")

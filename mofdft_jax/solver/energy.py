@@ -33,7 +33,7 @@ TermFn = Callable[..., Float[Array, ""]]
 TermsFn = Callable[..., dict]
 
 #: Names of the terms, in the order they are summed and reported.
-TERM_NAMES = ("kinetic", "hartree", "xc", "external", "nuclear")
+TERM_NAMES = ("kinetic", "hartree", "xc", "external", "negative_density", "nuclear")
 #: Terms included by default (the nuclear repulsion is controlled by ``nuclear=``).
 DEFAULT_INCLUDE = ("kinetic", "hartree", "xc", "external")
 
@@ -65,6 +65,19 @@ def resolve_xc_fn(xc: Union[str, TermFn, None]) -> TermFn | None:
                          ) from None
 
 
+def integrated_negative_density(coeffs: Float[Array, "naux"], bundle) -> Float[Array, ""]:
+    """ν(p) = Σ_g w_g max(−ρ(r_g), 0) = ∫ρ₋, electrons, on the bundle's grid (ρ = Σ_μ p_μ ω_μ).
+
+    Its gradient is −Σ_g w_g ω_μ(r_g) over the points with ρ < 0 (a subgradient: 0 at ρ = 0).
+    """
+    from mofdft_jax.functionals import density_on_grid
+    from mofdft_jax.functionals.grid import grid_of
+
+    grid = grid_of(bundle)
+    rho, _ = density_on_grid(coeffs, grid)
+    return jnp.sum(grid.weights * jnp.maximum(-rho, 0.0))
+
+
 def sum_terms(terms: dict) -> Float[Array, ""]:
     """Total of a dict of scalar terms, summed in insertion order (deterministic)."""
     return functools.reduce(jnp.add, terms.values(), jnp.zeros(()))
@@ -73,7 +86,8 @@ def sum_terms(terms: dict) -> Float[Array, ""]:
 @functools.lru_cache(maxsize=64)
 def make_energy_fn(kinetic_fn: Union[str, TermFn, None], *, xc: Union[str, TermFn, None] = "pbe",
                    include: tuple[str, ...] = DEFAULT_INCLUDE,
-                   nuclear: bool = True) -> tuple[TermsFn, TermFn]:
+                   nuclear: bool = True,
+                   negative_density_penalty: float = 0.0) -> tuple[TermsFn, TermFn]:
     """Build the OFDFT energy of a kinetic functional (spec §4.1 Eq. 1).
 
     Args:
@@ -82,6 +96,10 @@ def make_energy_fn(kinetic_fn: Union[str, TermFn, None], *, xc: Union[str, TermF
       xc: ``"pbe"``, ``"lda"``, a callable term, or ``None`` for no XC term.
       include: which of ``kinetic``, ``hartree``, ``xc``, ``external`` enter the energy.
       nuclear: add the constant nuclear repulsion E_nn (``bundle.e_nuc``) as the term ``nuclear``.
+      negative_density_penalty: c ≥ 0, Ha per electron: when positive, the term
+        ``negative_density`` = c · Σ_g w_g max(−ρ(r_g), 0) (:func:`integrated_negative_density`)
+        is added, the paper's optional penalty (spec §4.2, SI B.5.1; off by default, as in the
+        paper). It needs the grid.
 
     Returns:
       ``(energy_terms_fn, energy_fn)``: ``energy_terms_fn(coeffs, bundle)`` returns a dict
@@ -90,6 +108,8 @@ def make_energy_fn(kinetic_fn: Union[str, TermFn, None], *, xc: Union[str, TermF
       differentiable; :func:`mofdft_jax.solver.solve` accepts either (passing the terms function
       records every term along the trajectory at no extra cost).
     """
+    if negative_density_penalty < 0.0:
+        raise ValueError(f"negative_density_penalty must be >= 0, got {negative_density_penalty}")
     unknown = set(include) - set(DEFAULT_INCLUDE)
     if unknown:
         raise ValueError(f"unknown energy terms {sorted(unknown)}; choose from {DEFAULT_INCLUDE}")
@@ -121,6 +141,9 @@ def make_energy_fn(kinetic_fn: Union[str, TermFn, None], *, xc: Union[str, TermF
                      for name, fn in fns.items()}
         else:
             terms = {name: fn(coeffs, bundle) for name, fn in fns.items()}
+        if negative_density_penalty > 0.0:
+            terms["negative_density"] = (negative_density_penalty
+                                         * integrated_negative_density(coeffs, bundle))
         if nuclear:
             terms["nuclear"] = jnp.asarray(bundle.e_nuc, dtype=coeffs.dtype)
         return terms

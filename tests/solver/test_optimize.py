@@ -270,4 +270,5 @@ def test_progress_handler_is_called(rng):
         solve(quadratic_terms, start(bundle), bundle, steps=199, lr=0.01)
     jax.effects_barrier()
     steps = [s for s, _, _ in seen]
-    assert steps[0] == 0 and len(steps) == 100 and steps == sorted(steps)
+    # every second state (1 % of 200) and the last one
+    assert steps == list(range(0, 199, 2)) + [199]
