@@ -75,6 +75,11 @@ class MoleculeLabels:
       perturbation: ``(K, naux)`` u⁽ᵏ⁾ added to the Fock matrix of the row's step (zeros where
         none; ``None``: no perturbed run).
       perturbation_std: ``(K,)`` σ_k of those draws (``None``: no perturbed run).
+      response_dp: ``(K, M, naux)`` unit directions δp of the fitted density response of each
+        step to M random potentials (:mod:`mofdft_jax.qchem.response`; ``None``: no curvature
+        labels).
+      response_hvp: ``{"ts", "ts_res", "txc", "tot"}`` → ``(K, M, naux)`` Hessian-vector labels
+        ∇²T δp of T_S and of the three targets (unprojected; exact up to μ w).
     """
 
     molecule: Molecule
@@ -96,6 +101,8 @@ class MoleculeLabels:
     step_cycle: np.ndarray | None = None
     perturbation: np.ndarray | None = None
     perturbation_std: np.ndarray | None = None
+    response_dp: np.ndarray | None = None
+    response_hvp: dict | None = None
 
     @property
     def naux(self) -> int:
@@ -455,6 +462,12 @@ def labels_from_run(run, perturbed=()) -> MoleculeLabels:
         perturbation = perturbation_std = None
     step_energies = {k: np.concatenate([r.energies[k][1:][i] for r, i in zip(runs, rows)])
                      for k in run.energies}
+    response_dp = response_hvp = None
+    if int(getattr(settings, "response_directions", 0)):
+        response_dp, response_hvp = compute_response_labels(
+            runs, rows, coeffs, fitter, auxmol, grids, w2, xc=settings.xc.lower(),
+            n_dirs=int(settings.response_directions),
+            seed=[int(settings.perturb_seed), 7919] + perturbation_seed_words(run.molecule))
     settings_dict = settings.to_dict()
     settings_dict.update({
         "pyscf_version": pyscf.__version__,
@@ -483,7 +496,69 @@ def labels_from_run(run, perturbed=()) -> MoleculeLabels:
         step_cycle=step_cycle,
         perturbation=perturbation,
         perturbation_std=perturbation_std,
+        response_dp=response_dp,
+        response_hvp=response_hvp,
     )
+
+
+def perturbation_seed_words(molecule) -> list[int]:
+    """The geometry part of :func:`~mofdft_jax.qchem.perturbation.perturbation_seed`."""
+    from mofdft_jax.qchem.perturbation import perturbation_seed
+
+    return perturbation_seed(molecule.numbers, molecule.coords_bohr, 0)[2:]
+
+
+def compute_response_labels(runs, rows, coeffs: np.ndarray, fitter, auxmol, grids,
+                            coulomb: np.ndarray, *, xc: str, n_dirs: int, seed
+                            ) -> tuple[np.ndarray, dict]:
+    """Curvature labels of every kept row (:mod:`mofdft_jax.qchem.response`).
+
+    Args:
+      runs, rows: the KS runs and, per run, the kept step indices (0-based into steps 1..K), in
+        the row order of the labels.
+      coeffs: ``(K_total, naux)`` the fitted p of those rows.
+      fitter: the labels' :class:`~mofdft_jax.qchem.fitting.DensityFitter`.
+      grids: the grid of the labels' grid terms; coulomb: W̃.
+      n_dirs: M random potentials per row; seed: generator seed words.
+
+    Returns:
+      ``(response_dp (K, M, naux), {"ts", "ts_res", "txc", "tot"} -> (K, M, naux))``.
+    """
+    from pyscf import lib
+
+    from mofdft_jax.qchem.perturbation import overlap_3c
+    from mofdft_jax.qchem.response import (FD_RELATIVE_STEP, density_response,
+                                           response_directions)
+
+    mol = runs[0].mol
+    naux = int(auxmol.nao_nr())
+    s_ao = mol.intor_symmetric("int1e_ovlp")
+    s_aux = auxmol.intor("int1e_ovlp")
+    nocc = mol.nelectron // 2
+    tensor = overlap_3c(mol, auxmol)
+    n_rows = coeffs.shape[0]
+    du = response_directions(seed, n_rows, n_dirs, naux)
+    d_gamma = np.empty((n_rows, n_dirs, mol.nao_nr(), mol.nao_nr()))
+    row = 0
+    for r, kept in zip(runs, rows):
+        for i in kept:
+            potentials = np.stack([lib.unpack_tril(du[row, m] @ tensor) for m in range(n_dirs)])
+            d_gamma[row] = density_response(r.fock_diag[i + 1], s_ao, nocc, potentials)
+            row += 1
+    dp = fitter.fit(d_gamma.reshape(-1, *d_gamma.shape[2:])).reshape(n_rows, n_dirs, naux)
+    scale = np.linalg.norm(dp, axis=-1, keepdims=True)
+    dp, du = dp / scale, du / scale
+    hvp_ts = -du @ s_aux
+    # grid terms: central differences of the analytic gradients along δp
+    h = FD_RELATIVE_STEP * np.linalg.norm(coeffs, axis=-1)[:, None, None]
+    shifted = np.concatenate([(coeffs[:, None] + h * dp).reshape(-1, naux),
+                              (coeffs[:, None] - h * dp).reshape(-1, naux)])
+    _, grads = evaluate_grid_terms(shifted, auxmol, grids, xc=xc)
+    n = n_rows * n_dirs
+    hvp = {key: ((g[:n] - g[n:]).reshape(n_rows, n_dirs, naux) / (2.0 * h))
+           for key, g in grads.items()}
+    return dp, {"ts": hvp_ts, "ts_res": hvp_ts - hvp["kinetic"], "txc": hvp_ts + hvp["xc"],
+                "tot": hvp_ts + hvp["xc"] + dp @ np.asarray(coulomb)}
 
 
 def _rows_from_first_perturbed_step(run) -> np.ndarray:
@@ -516,4 +591,4 @@ def _concatenate_steps(run_steps: list[dict]) -> dict:
 __all__ = ["ENERGY_KEYS", "LABEL_PRESETS", "PAPER_CONV_TOL", "PAPER_SETTINGS", "QUICK_SETTINGS",
            "TARGETS", "TEST_SETTINGS", "LabelSettings", "MoleculeLabels", "compute_labels",
            "compute_step_labels", "evaluate_grid_terms", "huckel_density_matrix",
-           "labels_from_run", "perturbed_runs"]
+           "compute_response_labels", "labels_from_run", "perturbed_runs"]

@@ -46,6 +46,9 @@ class LabelSettings:
       perturb_start_std, perturb_end_std: σ₀, σ₁ of the linearly falling σ_k (STRUCTURES25:
         0.1 and 0.002 over their cycles 4–24).
       perturb_seed: seed of the draws (combined with the run index and the geometry).
+      response_directions: Hessian-vector (curvature) labels per labelled step from the exact
+        non-interacting density response to this many random density-basis potentials
+        (:mod:`mofdft_jax.qchem.response`; 0: none).
     """
 
     basis: str = PAPER_BASIS
@@ -69,8 +72,11 @@ class LabelSettings:
     perturb_start_std: float = 0.1
     perturb_end_std: float = 0.002
     perturb_seed: int = 0
+    response_directions: int = 0
 
     def __post_init__(self):
+        if int(self.response_directions) < 0:
+            raise ValueError(f"response_directions must be >= 0, got {self.response_directions}")
         if int(self.perturbed_runs) < 0:
             raise ValueError(f"perturbed_runs must be >= 0, got {self.perturbed_runs}")
         if self.perturbed_runs:
