@@ -113,6 +113,8 @@ class MoleculeSteps:
       meta: recipe metadata of the molecule.
       runs: ``(K,)`` SCF run of each row (0: the plain SCF; r ≥ 1: perturbed run r).
       perturbed: ``(K,)`` bool, the row's Fock matrix carried a random potential.
+      response_dp: ``(K, M, naux)`` unit response directions δp, or ``None`` (no curvature labels).
+      response_hvp: ``(K, M, naux)`` the target's Hessian-vector labels ∇²T δp, or ``None``.
     """
 
     file: str
@@ -131,6 +133,8 @@ class MoleculeSteps:
     meta: dict
     runs: np.ndarray | None = None
     perturbed: np.ndarray | None = None
+    response_dp: np.ndarray | None = None
+    response_hvp: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -179,7 +183,11 @@ def molecule_steps(labels, file: str, target: str = "ts_res", *,
         energy_ref=float(values[-1]), hf_forces_ref=np.asarray(labels.hf_forces_ref),
         init_coeffs=dict(labels.init_coeffs), meta=dict(meta or {}),
         runs=_steps_of(labels, "run_of_steps", np.zeros(int(labels.n_steps), np.int64))[idx],
-        perturbed=_steps_of(labels, "perturbed_steps", np.zeros(int(labels.n_steps), bool))[idx])
+        perturbed=_steps_of(labels, "perturbed_steps", np.zeros(int(labels.n_steps), bool))[idx],
+        response_dp=(None if getattr(labels, "response_dp", None) is None
+                     else np.asarray(labels.response_dp)[idx]),
+        response_hvp=(None if getattr(labels, "response_hvp", None) is None
+                      else np.asarray(labels.response_hvp[target])[idx]))
 
 
 def _steps_of(labels, method: str, default: np.ndarray) -> np.ndarray:

@@ -160,7 +160,9 @@ def prepare_training_data(directory: str | os.PathLike, *, target: str = "ts_res
     statistics = compute_statistics(samples, grad_scale_kind=grad_scale_kind)
     prepared = {
         name: [transform_molecule_labels(item.file, item.numbers, item.coords_bohr, geometry,
-                                         item.coeffs, item.grad, item.energy, item.p_ref, norm)
+                                         item.coeffs, item.grad, item.energy, item.p_ref, norm,
+                                         response_dp=item.response_dp,
+                                         response_hvp=item.response_hvp)
                for item, geometry, norm in items]
         for name, items in raw.items()
     }

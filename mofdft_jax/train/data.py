@@ -8,7 +8,9 @@ molecule into the adapter's p′ space:
 .. math::  p′ = D W^{1/2} p,\\quad ∇_{p′}T = D W^{-1/2} ∇_p T,\\quad w′ = D W^{-1/2} w,
            \\quad Δ′ = p′^* − p′
 
-(gradient labels converted to kcal/mol). Since the learned energy depends on p only through p′,
+(gradient labels converted to kcal/mol). Curvature labels (:mod:`mofdft_jax.qchem.response`), a
+direction δp and the Hessian-vector product r = ∇²T δp, map as a coefficient change and as a
+gradient: δp′ = D W^{1/2} δp, r′ = D W^{-1/2} r (then ∇²_{p′}T δp′ = r′), r′ in kcal/mol. Since the learned energy depends on p only through p′,
 the training step then needs no per-geometry matrix at all: a batch is a stack of ``(naux,)``
 vectors plus the atom/slot index of every function, padded to ``(natm_max, naux_max)``
 (:class:`~mofdft_jax.train.losses.StepInputs`).
@@ -43,6 +45,8 @@ class MoleculeData(NamedTuple):
       norm: ``(naux,)`` w′.
       coeffs, grad, delta: ``(K, naux)`` p′, ∂T/∂p′ (kcal/mol), p′* − p′.
       energy: ``(K,)`` labels in kcal/mol.
+      response_dp, response_hvp: ``(K, M, naux)`` curvature labels δp′ and ∇²T δp′ (kcal/mol), or
+        ``None`` when the data have none.
     """
 
     name: str
@@ -55,6 +59,8 @@ class MoleculeData(NamedTuple):
     grad: np.ndarray
     delta: np.ndarray
     energy: np.ndarray
+    response_dp: np.ndarray | None = None
+    response_hvp: np.ndarray | None = None
 
 
 #: The steps of a molecule are padded to a multiple of this before the (jitted) transform.
@@ -73,8 +79,36 @@ def _transform_fn():
     return jax.jit(run)  # driver-level jit: geometry and labels are arguments
 
 
+@functools.cache
+def _transform_response_fn():
+    def run(dp, hvp, geometry):
+        to_p = jax.vmap(transform_coeffs, in_axes=(0, None))
+        to_g = jax.vmap(transform_gradient, in_axes=(0, None))
+        return to_p(dp, geometry), to_g(hvp, geometry) * HARTREE_TO_KCAL
+
+    return jax.jit(run)
+
+
+def _transform_response(dp, hvp, geometry, naux: int):
+    """``(K, M, naux)`` δp′ and r′ of raw curvature labels (``(None, None)`` without labels)."""
+    if dp is None or hvp is None:
+        return None, None
+    dp = np.asarray(dp, dtype=np.float64)
+    k, m = dp.shape[:2]
+    flat = k * m
+    padded = -(-flat // _STEP_PAD) * _STEP_PAD
+    pad = ((0, padded - flat), (0, 0))
+
+    def f64(x):
+        return jnp.asarray(np.pad(np.asarray(x, dtype=np.float64).reshape(flat, naux), pad))
+
+    dp_t, hvp_t = jax.device_get(_transform_response_fn()(f64(dp), f64(hvp), geometry))
+    return dp_t[:flat].reshape(k, m, naux), hvp_t[:flat].reshape(k, m, naux)
+
+
 def transform_molecule_labels(name: str, atom_numbers, coords, geometry: AdapterGeometry,
-                              coeffs, grads, energies, ground_coeffs, norm) -> MoleculeData:
+                              coeffs, grads, energies, ground_coeffs, norm, *,
+                              response_dp=None, response_hvp=None) -> MoleculeData:
     """Map the raw labels of one molecule into p′ space (see module docstring).
 
     Args:
@@ -82,6 +116,7 @@ def transform_molecule_labels(name: str, atom_numbers, coords, geometry: Adapter
       geometry: the molecule's adapter geometry (built with the functional's switches).
       coeffs: ``(K, naux)`` raw p⁽ᵏ⁾; grads: ``(K, naux)`` ∂T/∂p in Ha; energies: ``(K,)`` Ha.
       ground_coeffs: ``(naux,)`` p*; norm: ``(naux,)`` w.
+      response_dp, response_hvp: optional ``(K, M, naux)`` curvature labels (δp, ∇²T δp in Ha).
     """
     coeffs = np.asarray(coeffs, dtype=np.float64)
     grads = np.asarray(grads, dtype=np.float64)
@@ -92,13 +127,15 @@ def transform_molecule_labels(name: str, atom_numbers, coords, geometry: Adapter
     p, g, d, w = jax.device_get(_transform_fn()(f64(np.pad(coeffs, pad)), f64(np.pad(grads, pad)),
                                                 f64(ground_coeffs), f64(norm), geometry))
     p, g, d = p[:nstep], g[:nstep], d[:nstep]
+    r_dp, r_hvp = _transform_response(response_dp, response_hvp, geometry, coeffs.shape[1])
     return MoleculeData(name=name, atom_numbers=np.asarray(atom_numbers, dtype=np.int32),
                         coords=np.asarray(coords, dtype=np.float64),
                         aux_atom=np.asarray(geometry.aux_atom, dtype=np.int32),
                         aux_slot=np.asarray(geometry.aux_slot, dtype=np.int32),
                         norm=np.asarray(w), coeffs=np.asarray(p), grad=np.asarray(g),
                         delta=np.asarray(d),
-                        energy=np.asarray(energies, dtype=np.float64) * HARTREE_TO_KCAL)
+                        energy=np.asarray(energies, dtype=np.float64) * HARTREE_TO_KCAL,
+                        response_dp=r_dp, response_hvp=r_hvp)
 
 
 class TrainingSet(NamedTuple):
@@ -111,6 +148,8 @@ class TrainingSet(NamedTuple):
       norm: ``(M, naux_max)`` w′ (0 on padding).
       step_molecule: ``(S,)`` molecule of each step.
       coeffs, grad, delta: ``(S, naux_max)`` (0 on padding); energy: ``(S,)`` kcal/mol.
+      response_dp, response_hvp: ``(S, M, naux_max)`` curvature labels (M = 0: none; M is the
+        smallest count over the molecules).
     """
 
     names: tuple
@@ -124,6 +163,13 @@ class TrainingSet(NamedTuple):
     grad: np.ndarray
     delta: np.ndarray
     energy: np.ndarray
+    response_dp: np.ndarray | None = None
+    response_hvp: np.ndarray | None = None
+
+    @property
+    def n_response(self) -> int:
+        """M, the curvature labels per step (0: none)."""
+        return 0 if self.response_dp is None else int(self.response_dp.shape[1])
 
     @property
     def n_steps(self) -> int:
@@ -162,6 +208,9 @@ def make_training_set(molecules: Sequence[MoleculeData], natm_max: int | None = 
     grad = np.zeros((nstep, naux_max))
     delta = np.zeros((nstep, naux_max))
     energy = np.zeros(nstep)
+    n_resp = min(0 if m.response_dp is None else m.response_dp.shape[1] for m in molecules)
+    response_dp = np.zeros((nstep, n_resp, naux_max))
+    response_hvp = np.zeros((nstep, n_resp, naux_max))
     s = 0
     for i, m in enumerate(molecules):
         natm, naux, k = len(m.atom_numbers), len(m.aux_atom), m.energy.shape[0]
@@ -178,11 +227,14 @@ def make_training_set(molecules: Sequence[MoleculeData], natm_max: int | None = 
         grad[s:s + k, :naux] = m.grad
         delta[s:s + k, :naux] = m.delta
         energy[s:s + k] = m.energy
+        if n_resp:
+            response_dp[s:s + k, :, :naux] = m.response_dp[:, :n_resp]
+            response_hvp[s:s + k, :, :naux] = m.response_hvp[:, :n_resp]
         s += k
     return TrainingSet(names=tuple(m.name for m in molecules), atom_numbers=atom_numbers,
                        coords=coords, aux_atom=aux_atom, aux_slot=aux_slot, norm=norm,
                        step_molecule=step_molecule, coeffs=coeffs, grad=grad, delta=delta,
-                       energy=energy)
+                       energy=energy, response_dp=response_dp, response_hvp=response_hvp)
 
 
 def gather_batch(data: TrainingSet, indices: np.ndarray, batch_size: int) -> StepInputs:
@@ -201,7 +253,14 @@ def gather_batch(data: TrainingSet, indices: np.ndarray, batch_size: int) -> Ste
     return StepInputs(atom_numbers=data.atom_numbers[mol], coords=data.coords[mol],
                       aux_atom=data.aux_atom[mol], aux_slot=data.aux_slot[mol],
                       coeffs=data.coeffs[idx], grad=data.grad[idx], delta=data.delta[idx],
-                      norm=data.norm[mol], energy=data.energy[idx], weight=weight)
+                      norm=data.norm[mol], energy=data.energy[idx], weight=weight,
+                      response_dp=_rows(data.response_dp, idx, data.coeffs.shape[1]),
+                      response_hvp=_rows(data.response_hvp, idx, data.coeffs.shape[1]))
+
+
+def _rows(x, idx, naux: int) -> np.ndarray:
+    """Rows ``idx`` of an ``(S, M, naux)`` array (``None``: ``(len(idx), 0, naux)`` zeros)."""
+    return np.zeros((len(idx), 0, naux)) if x is None else x[idx]
 
 
 def epoch_batches(n_steps: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

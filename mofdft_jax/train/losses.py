@@ -14,6 +14,11 @@ For one labelled SCF step (p⁽ᵏ⁾, T⁽ᵏ⁾, ∇T⁽ᵏ⁾) of a molecule 
   exact only up to μ w (spec §1.7: ∇_p T_S = −v_eff + μ w), so the normalisation direction is
   projected out **in the same space**: w is transformed like a gradient, w̃ = D W^{-1/2} w / λ,
   and \\tilde P = I − w̃ w̃ᵀ/(w̃ᵀw̃). The μ w ambiguity of the label is then removed exactly.
+* **Curvature** (ours, not in the paper; :mod:`mofdft_jax.qchem.response`): for each curvature
+  label (δp′, r′ = ∇²T δp′) of a step, the relative error of the model's Hessian-vector product
+  in the same rescaled, projected space, ‖P̃(∇̃²T_θ δp′ − r̃′)‖ / ‖P̃ r̃′‖ with r̃′ = r′/λ, averaged
+  over the step's M directions (forward-over-reverse: one JVP of the gradient per direction).
+  It trains the convexity of T_S across the SCF path, which value and gradient labels never see.
 * **Δp** (ProjMINAO head, SI B.5.2): the head predicts the standardised correction
   ((p′* − p′) − mean)/std per (element, slot) (the adapter's ``standardise_delta``); the model
   adds it to the density it is given, so the target is p* − p⁽ᵏ⁾.
@@ -31,7 +36,7 @@ the out-of-range atom ``natm_max`` and carry zero coefficients, gradients and w)
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +66,7 @@ class LossWeights:
     energy: float = 1.0
     grad: float = 0.1
     delta: float = 0.08
+    hvp: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -98,6 +104,8 @@ class StepInputs(NamedTuple):
       norm: ``(naux,)`` w′ = D W^{-1/2} w (the normalisation vector transformed like a gradient).
       energy: ``()`` label T⁽ᵏ⁾ in kcal/mol.
       weight: ``()`` 1 for a real step, 0 for a padding row of a batch.
+      response_dp: ``(M, naux)`` curvature directions δp′ (``None`` or M = 0: none).
+      response_hvp: ``(M, naux)`` their Hessian-vector labels ∇²T δp′ in kcal/mol.
     """
 
     atom_numbers: Int[Array, "natm"]
@@ -110,6 +118,8 @@ class StepInputs(NamedTuple):
     norm: Float[Array, "naux"]
     energy: Float[Array, ""]
     weight: Float[Array, ""]
+    response_dp: Optional[Float[Array, "m naux"]] = None
+    response_hvp: Optional[Float[Array, "m naux"]] = None
 
 
 class StepLosses(NamedTuple):
@@ -119,6 +129,7 @@ class StepLosses(NamedTuple):
     grad: Float[Array, ""]           # ‖P̃(∇̃T_θ − ∇̃T)‖
     delta: Float[Array, ""]          # ‖Δp̃_θ − std(p* − p)‖
     energy_error: Float[Array, ""]   # T_θ − T, kcal/mol (signed)
+    hvp: Float[Array, ""] = 0.0      # mean relative error of ∇²T_θ δp′ (0 without labels)
 
 
 def safe_norm(x: Float[Array, "..."], kind: str = "l2") -> Float[Array, ""]:
@@ -146,8 +157,14 @@ def slot_geometry(aux_atom: Int[Array, "naux"], aux_slot: Int[Array, "naux"],
                            fallback=jnp.zeros(natm, dtype=bool))
 
 
+def has_response_labels(step: StepInputs) -> bool:
+    """Whether a step (or batch) carries curvature labels (static: from the shapes)."""
+    return step.response_dp is not None and step.response_dp.shape[-2] > 0
+
+
 def step_losses(functional, step: StepInputs, *, key=None, inference: bool = True,
-                norm: str = "l2", with_delta: bool = True) -> StepLosses:
+                norm: str = "l2", with_delta: bool = True, with_hvp: bool = False
+                ) -> StepLosses:
     """The three loss terms of one labelled step (spec §3.3; see module docstring).
 
     Args:
@@ -156,6 +173,7 @@ def step_losses(functional, step: StepInputs, *, key=None, inference: bool = Tru
       key, inference: dropout control (training: ``inference=False`` and a key).
       norm: ``"l2"`` or ``"l1"`` for the gradient and Δp terms.
       with_delta: evaluate the Δp head (else the Δp term is 0).
+      with_hvp: evaluate the curvature term (needs curvature labels; else it is 0).
     """
     natm = step.atom_numbers.shape[0]
     geometry = slot_geometry(step.aux_atom, step.aux_slot, natm)
@@ -180,7 +198,21 @@ def step_losses(functional, step: StepInputs, *, key=None, inference: bool = Tru
     else:
         delta_loss = jnp.zeros((), dtype=energy.dtype)
     error = energy - step.energy
-    return StepLosses(energy=jnp.abs(error), grad=grad_loss, delta=delta_loss, energy_error=error)
+    if with_hvp and has_response_labels(step):
+        def grad_slots_fn(s):
+            return jax.grad(lambda q: energy_fn(q)[0])(s)
+
+        def relative_error(dp, hvp_label):
+            _, hvp_slots = jax.jvp(grad_slots_fn, (slots,), (scatter_to_slots(dp, geometry),))
+            label = project_out(hvp_label / lam, w_tilde)
+            res = project_out((gather_from_slots(hvp_slots, geometry) - hvp_label) / lam, w_tilde)
+            return safe_norm(res, norm) / jnp.maximum(safe_norm(label, norm), 1e-30)
+
+        hvp_loss = jnp.mean(jax.vmap(relative_error)(step.response_dp, step.response_hvp))
+    else:
+        hvp_loss = jnp.zeros((), dtype=energy.dtype)
+    return StepLosses(energy=jnp.abs(error), grad=grad_loss, delta=delta_loss, energy_error=error,
+                      hvp=hvp_loss)
 
 
 def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
@@ -202,18 +234,20 @@ def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
     keys = (jax.random.split(key, nbatch) if key is not None
             else jnp.zeros((nbatch, 2), dtype=jnp.uint32))
     with_delta = weights.delta != 0.0
+    with_hvp = weights.hvp != 0.0 and has_response_labels(batch)
 
     def one(step, k):
         return step_losses(functional, step, key=None if key is None else k, inference=inference,
-                           norm=norm, with_delta=with_delta)
+                           norm=norm, with_delta=with_delta, with_hvp=with_hvp)
 
     per = jax.vmap(one)(batch, keys)
     w = batch.weight
-    total = weights.energy * per.energy + weights.grad * per.grad + weights.delta * per.delta
+    total = (weights.energy * per.energy + weights.grad * per.grad + weights.delta * per.delta
+             + weights.hvp * per.hvp)
     n = jnp.sum(w)
     loss = jnp.sum(w * total) / jnp.maximum(n, 1.0)
     sums = {"n": n, "loss": jnp.sum(w * total), "energy_abs": jnp.sum(w * per.energy),
             "energy_sq": jnp.sum(w * per.energy_error ** 2), "grad": jnp.sum(w * per.grad),
-            "delta": jnp.sum(w * per.delta)}
+            "delta": jnp.sum(w * per.delta), "hvp": jnp.sum(w * per.hvp)}
     return loss, sums
 

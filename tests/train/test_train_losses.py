@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,3 +129,34 @@ def test_batch_loss_weights_and_padding_rows(functional, rng):
     loss_nodelta, sums_nodelta = batch_loss(functional, batch, dataclasses.replace(w, delta=0.0))
     assert float(sums_nodelta["delta"]) == 0.0
     assert float(loss_nodelta) == pytest.approx(float(per.energy + 0.1 * per.grad), rel=1e-12)
+
+
+def test_curvature_loss_vanishes_on_the_models_own_hessian_and_trains(functional, rng):
+    """Curvature labels made from the model's own Hessian-vector products give zero curvature
+    loss (up to the μ w' freedom, which is projected out); other labels do not, and the loss has
+    a finite parameter gradient."""
+    step = _step(rng)
+    geometry = slot_geometry(step.aux_atom, step.aux_slot, 4)
+    slots = scatter_to_slots(step.coeffs, geometry)
+    real = np.asarray(step.aux_atom) < 3
+    dps = jnp.asarray(rng.normal(size=(2, NAUX)) * real)
+
+    def grad_fn(s):
+        return jax.grad(lambda q: functional.apply_slots(q, step.atom_numbers, step.coords)[0])(s)
+
+    hvps = jnp.stack([gather_from_slots(jax.jvp(grad_fn, (slots,),
+                                                (scatter_to_slots(d, geometry),))[1], geometry)
+                      for d in dps])
+    own = step._replace(response_dp=dps, response_hvp=hvps + 0.7 * step.norm[None])
+    loss = jax.jit(lambda f, s: step_losses(f, s, with_hvp=True))(functional, own)
+    assert float(loss.hvp) < 1e-10
+    other = own._replace(response_hvp=-hvps)  # curvature of the opposite sign: relative error 2
+    loss = jax.jit(lambda f, s: step_losses(f, s, with_hvp=True))(functional, other)
+    assert float(loss.hvp) == pytest.approx(2.0, rel=1e-6)
+    batch = jax.tree.map(lambda x: None if x is None else jnp.stack([x, x]), other)
+    weights = LossWeights(1.0, 0.1, 0.0, hvp=1.0)
+    grads = eqx.filter_grad(lambda f: batch_loss(f, batch, weights)[0])(functional)
+    leaves = [np.asarray(x) for x in jax.tree.leaves(grads) if hasattr(x, "dtype")]
+    assert all(np.all(np.isfinite(x)) for x in leaves) and any(np.abs(x).max() > 0 for x in leaves)
+    # without curvature labels the term is 0 and not evaluated
+    assert float(step_losses(functional, step, with_hvp=True).hvp) == 0.0
