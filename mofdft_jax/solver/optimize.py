@@ -19,7 +19,8 @@ update δ is projected again onto wᵀδ = 0, and p ← p + δ is re-projected o
 * any other optimiser: ``stop_at_gtol`` defaults to **True** (the loop ends at the first state
   with ‖P∇E‖ < ``gtol``, default 1e-4) and ``rule`` to ``"last"`` (the converged last iterate is
   reported; the paper's IID/OOD choices are still computed as a second column); ``lr`` to the
-  registry's default.
+  registry's default. In general the default rule follows the stop: ``"last"`` with
+  ``stop_at_gtol``, ``"iid"`` without.
 
 Either can be set explicitly for any optimiser (``sgd`` with ``stop_at_gtol=True``, ``rule="last"``
 is "SGD to a tolerance").
@@ -392,7 +393,9 @@ def _solve_loop(energy_fn, p0, bundle, steps, lr, gtol, max_rise, stop_at_gtol, 
         pg = project_gradient(grad, norm)
         gn, pgn = jnp.linalg.norm(grad), jnp.linalg.norm(pg)
         e0 = jnp.where(t == 0, energy, c.e0)
-        finite = jnp.isfinite(energy) & jnp.all(jnp.isfinite(grad))
+        # the norms too: finite components of ~1e308 overflow them
+        finite = (jnp.isfinite(energy) & jnp.all(jnp.isfinite(grad)) & jnp.isfinite(gn)
+                  & jnp.isfinite(pgn))
         blowup = energy - e0 > max_rise * jnp.maximum(jnp.abs(e0), 1.0)
         ok = finite & ~blowup
         sel, (t_iid, t_g, t_d, t_conv) = _update_selection(c.sel, t, energy, gn, pgn, gtol, ok)
@@ -565,15 +568,16 @@ def resolve_solver_defaults(optimizer: Union[str, object] = DEFAULT_OPTIMIZER, *
                             stop_at_gtol: Optional[bool] = None) -> tuple[float, str, bool]:
     """``(lr, rule, stop_at_gtol)`` with the defaults of the module docstring filled in:
     ``sgd`` → (1e-3, ``"iid"``, False), the paper's protocol; any other optimiser → (its
-    registry default, ``"last"``, True). A transformation object has no default step size (its
+    registry default, ``"last"``, True). The rule follows the stop: ``"last"`` when the run stops
+    at the tolerance (the converged iterate), ``"iid"`` when all steps run. A transformation object has no default step size (its
     own is used; ``lr`` is then reported as NaN unless given)."""
     paper = isinstance(optimizer, str) and optimizer == "sgd"
     if lr is None:
         lr = get_optimizer(optimizer).default_lr if isinstance(optimizer, str) else float("nan")
-    if rule is None:
-        rule = "iid" if paper else "last"
     if stop_at_gtol is None:
         stop_at_gtol = not paper
+    if rule is None:
+        rule = "last" if stop_at_gtol else "iid"
     return float(lr), rule, bool(stop_at_gtol)
 
 
@@ -600,7 +604,8 @@ def solve(energy_fn: Callable, p0, bundle, *, steps: int = DEFAULT_STEPS,
       lr: step size ε (``None``: the optimiser's default; paper 1e-3 for ``sgd``, 5e-4 for the
         learned ethanol model).
       gtol: tolerance on ‖P∇E‖ for ``converged_step`` (and for stopping).
-      rule: ``"iid"``, ``"ood"`` or ``"last"``, which state is reported (``None``: see
+      rule: ``"iid"``, ``"ood"`` or ``"last"``, which state is reported (``None``: ``"last"`` with
+        ``stop_at_gtol``, else ``"iid"``; see
         :func:`resolve_solver_defaults`).
       max_rise: divergence guard, see module docstring.
       store_coeffs: also return the ``(n, naux)`` trajectory of coefficients.

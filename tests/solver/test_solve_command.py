@@ -119,3 +119,49 @@ def test_grid_dtype_float32_option(water_xyz, capsys):
     assert abs(d32["electron_count"] - 10.0) < 1e-10
     assert main(args + ["--grid-dtype", "float16"]) == 2
     assert "float16" in capsys.readouterr().err
+
+
+def test_solve_optimizer_stops_at_gtol_and_records_it(water_xyz, capsys):
+    """``--optimizer precond-lbfgs --gtol 1e-5 --max-steps 300`` (APBE+PBE, grid level 1):
+    stops at the first converged state (measured: 24 steps), reports it (rule ``last``) and
+    records optimiser, metric, steps to convergence and evaluations; the paper's default
+    (``sgd``, ``--steps``) still runs every step."""
+    common = ["solve", str(water_xyz), "--functional", "apbe", "--init", "minao",
+              "--basis", "sto-3g", "--json"]
+    code, fast = run_json(capsys, common + ["--grid-level", "1", "--optimizer", "precond-lbfgs",
+                                            "--gtol", "1e-5", "--max-steps", "300"])
+    assert code == 0, fast["message"]
+    assert fast["optimizer"] == "precond-lbfgs" and fast["metric"] == "overlap+coulomb"
+    assert fast["status"] == "converged" and fast["stop_at_gtol"] is True
+    assert fast["rule"] == "last" and fast["max_steps"] == 300
+    assert fast["n_steps"] == fast["steps_to_convergence"] == fast["chosen_step"] < 60
+    assert fast["proj_grad_norm"] < 1e-5
+    assert fast["n_evaluations"] > fast["n_steps"]
+    assert fast["negative_density"] == 0.0 and fast["warnings"] == []
+    assert abs(fast["electron_count"] - 10.0) < 1e-10
+    # the minimum of tests/solver/test_optimizers.py (same density basis and grid)
+    assert fast["energy_total_ha"] == pytest.approx(-85.0065981038, abs=1e-6)
+
+    code, paper = run_json(capsys, common + ["--grid-level", "0", "--steps", "30"])
+    assert code == 0
+    assert paper["optimizer"] == "sgd" and paper["rule"] == "iid" and paper["lr"] == 1e-3
+    assert paper["stop_at_gtol"] is False and paper["n_steps"] == 30
+
+
+def test_coarse_grid_minimum_exploits_negative_density_and_is_flagged(water_xyz, capsys):
+    """On grid level 0 (2322 points) the masked functionals let the optimiser put density holes
+    between the points: APBE+PBE "converges" at −1268 Ha with 0.7 electrons of negative density
+    (measured); the JSON carries the integrated negative density and the warning."""
+    code, data = run_json(capsys, ["solve", str(water_xyz), "--functional", "apbe", "--init",
+                                   "minao", "--basis", "sto-3g", "--grid-level", "0",
+                                   "--optimizer", "precond-lbfgs", "--max-steps", "400",
+                                   "--json"])
+    assert code == 0
+    assert data["negative_density"] > 0.1 and data["warnings"] == ["negative-density"]
+    assert data["energy_total_ha"] < -1000.0
+
+
+def test_solve_bad_optimizer_is_refused(water_xyz, capsys):
+    assert main(["solve", str(water_xyz), "--optimizer", "newton"]) == 2
+    err = capsys.readouterr().err
+    assert "newton" in err and "lbfgs" in err
