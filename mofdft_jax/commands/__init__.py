@@ -7,6 +7,7 @@ added here only when its capability exists: there are no placeholder commands.
 from __future__ import annotations
 
 from mofdft_jax.commands.datagen import datagen
+from mofdft_jax.commands.diagnose import diagnose
 from mofdft_jax.commands.info import info
 from mofdft_jax.commands.ks import ks
 from mofdft_jax.commands.reproduce import reproduce
@@ -20,6 +21,7 @@ COMMANDS: list[tuple[str, object]] = [
     ("ks", ks),
     ("solve", solve_command),
     ("train", train_command),
+    ("diagnose", diagnose),
     ("reproduce", reproduce),
     ("verify", verify),
 ]

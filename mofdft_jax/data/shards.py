@@ -373,7 +373,9 @@ def read_shard(path: str | os.PathLike, *, expected_settings: dict | None = None
     if wanted is not None:
         if "wall_s" in wanted:
             fields["wall_s"] = float(wall_s)
-        missing = wanted - set(fields)
+        optional = {f.name for f in dataclasses.fields(cls)
+                    if f.default is not dataclasses.MISSING}  # e.g. curvature labels
+        missing = wanted - set(fields) - optional
         if missing:
             raise DatasetError(f"{path}: shard lacks fields {sorted(missing)} of "
                                f"{cls.__name__}; regenerate the dataset")
