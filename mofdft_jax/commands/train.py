@@ -81,6 +81,9 @@ def train_command(
                                          "frames."),
     no_reparam: bool = typer.Option(False, "--no-reparam", help="Ablation: no natural "
                                     "reparametrisation."),
+    parity: bool = typer.Option(False, "--parity", help="Parity-symmetric energy: the average "
+                                "over the density and its mirror image (same energy for mirror "
+                                "images; twice the network cost)."),
     filter_kcal: float = typer.Option(None, "--filter-kcal", help="Drop SCF steps more than this "
                                       "many kcal/mol above the ground state (chignolin: 500)."),
     eval_test: int = typer.Option(0, "--eval-test", min=0, help="After training, run OFDFT from "
@@ -108,7 +111,7 @@ def train_command(
                         loss_weights=loss_weights, norm=norm, dropout=dropout,
                         no_grad_labels=no_grad_labels, ground_state_only=ground_state_only,
                         no_local_frames=no_local_frames, no_reparam=no_reparam,
-                        filter_kcal=filter_kcal, eval_test=eval_test, eval_steps=eval_steps,
+                        parity=parity, filter_kcal=filter_kcal, eval_test=eval_test, eval_steps=eval_steps,
                         console=console)
     if json_output:
         typer.echo(json.dumps(summary))
@@ -121,7 +124,7 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
               warmup: int | None = None, patience: int | None = None, seed: int = 0,
               loss_weights: str | None = None, norm: str = "l2", dropout: float | None = None,
               no_grad_labels: bool = False, ground_state_only: bool = False,
-              no_local_frames: bool = False, no_reparam: bool = False,
+              no_local_frames: bool = False, no_reparam: bool = False, parity: bool = False,
               filter_kcal: float | None = None, eval_test: int = 0, eval_steps: int = 1000,
               console=None, on_epoch=None) -> dict:
     """Everything ``mofdft train`` does; returns the JSON summary."""
@@ -194,13 +197,15 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
     functional = make_learned_functional(model_config, prepared.statistics, target,
                                          key=jax.random.PRNGKey(seed),
                                          use_local_frames=not no_local_frames,
-                                         use_reparam=not no_reparam)
+                                         use_reparam=not no_reparam, parity_symmetric=parity)
     n_params = count_parameters(functional.model)
     console.print(f"  {train_set.n_molecules} train / "
                   f"{0 if val_set is None else val_set.n_molecules} val molecules, "
                   f"{train_set.n_steps} / {0 if val_set is None else val_set.n_steps} labelled "
                   f"steps; model {config} ({n_params:,} parameters); target {target}; "
-                  f"loss weights {weights.energy:g}/{weights.grad:g}/{weights.delta:g}; "
+                  f"loss weights {weights.energy:g}/{weights.grad:g}/{weights.delta:g}"
+                  + (f"/{weights.hvp:g} (curvature)" if weights.hvp else "") + "; "
+                  + ("parity-symmetric; " if parity else "") +
                   f"{len(jax.local_devices())} device(s)", highlight=False)
 
     settings = prepared.label_settings
@@ -215,6 +220,7 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
                             "lr": SOLVER_LR.get(family, 1e-3)},
         "ablations": {"no_grad_labels": no_grad_labels, "ground_state_only": ground_state_only,
                       "no_local_frames": no_local_frames, "no_reparam": no_reparam},
+        "parity_symmetric": parity,
         "model_config_name": config,
         "n_parameters": n_params,
         "splits": {name: len(files) for name, files in splits.items()},

@@ -57,6 +57,49 @@ _MAX_SHELL = 2 * MAX_L + 1
 S_GRAD = 0.05
 S_COEFF = 50.0
 
+#: Angular momenta of the shells of each element's density basis, in PySCF order (the even-tempered
+#: basis of 6-31G(2df,p), β = 2.5; ``tests/density/test_parity.py`` checks them against PySCF).
+SLOT_SHELL_L = {1: "0000001112", 6: "0000000000011111111222222233344",
+                7: "00000000000111111112222222333344", 8: "00000000000111111112222222333344",
+                9: "00000000000111111112222222333344"}
+
+
+def _mirror_signs(shell_l: str) -> np.ndarray:
+    """±1 per function: the parity of PySCF's real spherical harmonics under y → −y.
+
+    Y_lm with m < 0 ∝ sin(|m|φ) is odd in y, m ≥ 0 even. PySCF orders p functions (x, y, z)
+    and every other shell m = −l … l.
+    """
+    out = []
+    for ch in shell_l:
+        l = int(ch)
+        if l == 1:
+            out += [1.0, -1.0, 1.0]
+        else:
+            out += [-1.0 if m < 0 else 1.0 for m in range(-l, l + 1)]
+    return np.asarray(out)
+
+
+#: ``(477,)`` sign of every slot of p′ under the reflection of the molecule through a plane
+#: (module :func:`mirror_slots`).
+SLOT_MIRROR_SIGNS = np.concatenate([_mirror_signs(SLOT_SHELL_L[z]) for z in ELEMENTS])
+assert SLOT_MIRROR_SIGNS.shape == (NSLOT,)
+
+
+def mirror_slots(slots: Float[Array, "natm 477"]) -> Float[Array, "natm 477"]:
+    """p′ of the mirror image of a molecule and its density, from p′ of the original.
+
+    With the local frames of spec §2.1 (x̂ to the nearest heavy atom, ẑ from the cross product
+    with the next one, z-sign fixed by the anchor Σ_b (x_b − x_a)/d⁴), reflecting the molecule
+    through any plane σ maps each atom's frame rows [x̂, ŷ, ẑ] to [σx̂, −σŷ, σẑ]: the local
+    coordinates of the mirrored density are those of the original with y → −y, so its p′ is
+    p′ with the sign of every y-odd function flipped (:data:`SLOT_MIRROR_SIGNS`). The natural
+    reparametrisation commutes with the reflection. Exact for atoms with a proper local frame;
+    fallback atoms (identity frame) are neither rotation- nor reflection-invariant.
+    """
+    return slots * jnp.asarray(SLOT_MIRROR_SIGNS, dtype=slots.dtype)
+
+
 _ELEMENT_INDEX_TABLE = np.full(10, -1, dtype=np.int32)
 for _i, _z in enumerate(ELEMENTS):
     _ELEMENT_INDEX_TABLE[_z] = _i

@@ -133,6 +133,7 @@ def save_checkpoint(path, functional: LearnedFunctional, *, data_fingerprint: st
         "target": functional.target,
         "use_local_frames": functional.use_local_frames,
         "use_reparam": functional.use_reparam,
+        "parity_symmetric": functional.parity_symmetric,
         "config": functional.config.to_dict(),
         "statistics": _statistics_to_json(functional.statistics),
         "data_fingerprint": data_fingerprint,
@@ -219,7 +220,8 @@ def load_checkpoint(path, config: Optional[GraphormerConfig] = None, *,
     statistics = _statistics_from_json(meta["statistics"])
     functional = LearnedFunctional(model=model, statistics=statistics, target=meta["target"],
                                    use_local_frames=bool(meta["use_local_frames"]),
-                                   use_reparam=bool(meta["use_reparam"]))
+                                   use_reparam=bool(meta["use_reparam"]),
+                                   parity_symmetric=bool(meta.get("parity_symmetric", False)))
     info = CheckpointInfo(data_fingerprint=meta.get("data_fingerprint", ""),
                           versions=meta.get("versions", {}), extra=meta.get("extra", {}))
     return functional, info

@@ -53,6 +53,7 @@ from mofdft_jax.density.adapter import (
     build_adapter_geometry,
     coeffs_to_slots,
     gather_from_slots,
+    mirror_slots,
     standardise_coeffs,
     unstandardise_delta,
     untransform_coeffs,
@@ -86,6 +87,10 @@ class LearnedFunctional(eqx.Module):
       target: ``"ts_res"``, ``"txc"`` or ``"tot"``.
       use_local_frames: the adapter rotates coefficients into local frames.
       use_reparam: the adapter uses the natural reparametrisation.
+      parity_symmetric: the energy is averaged over the density and its mirror image
+        (:func:`~mofdft_jax.density.adapter.mirror_slots`), so a structure and its mirror image
+        get the same energy and a mirror-symmetric structure mirror-symmetric forces (twice the
+        network cost).
     """
 
     model: Graphormer3D
@@ -93,6 +98,7 @@ class LearnedFunctional(eqx.Module):
     target: str = eqx.field(static=True)
     use_local_frames: bool = eqx.field(static=True, default=True)
     use_reparam: bool = eqx.field(static=True, default=True)
+    parity_symmetric: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if self.target not in TARGETS:
@@ -157,10 +163,21 @@ class LearnedFunctional(eqx.Module):
           standardised Δp̃ ``(natm, 477)`` (``None`` unless ``with_delta``).
         """
         stats = jax.lax.stop_gradient(self.statistics)
-        net_in = standardise_coeffs(slots, atom_numbers, stats)
-        out = self.model(atom_numbers, coords, net_in, key=key, inference=inference,
-                         with_delta=with_delta, features=features)
-        return out.energy + atomref_energy(slots, atom_numbers, stats), out.delta
+
+        def one(s, with_delta):
+            out = self.model(atom_numbers, coords, standardise_coeffs(s, atom_numbers, stats),
+                             key=key, inference=inference, with_delta=with_delta,
+                             features=features)
+            return out.energy + atomref_energy(s, atom_numbers, stats), out.delta
+
+        energy, delta = one(slots, with_delta)
+        if self.parity_symmetric:
+            # E(p′) = ½ [E_θ(p′) + E_θ(p′ of the mirror image)]: the same energy for a molecule
+            # and its mirror image (mirror_slots; distances, the network's only geometric input,
+            # are mirror invariant). The Δp head is read from the original only.
+            mirrored, _ = one(mirror_slots(slots), False)
+            energy = 0.5 * (energy + mirrored)
+        return energy, delta
 
     def geometry_features(self, bundle) -> GeometryFeatures:
         """The network's coefficient-independent inputs for ``bundle``'s nuclei (attention bias,
@@ -215,7 +232,7 @@ class LearnedFunctional(eqx.Module):
 
 def make_learned_functional(config: GraphormerConfig, statistics: AdapterStatistics,
                             target: str, *, key, use_local_frames: bool = True,
-                            use_reparam: bool = True,
+                            use_reparam: bool = True, parity_symmetric: bool = False,
                             model: Optional[Graphormer3D] = None) -> LearnedFunctional:
     """A freshly initialised (or given-``model``) :class:`LearnedFunctional`."""
     if model is None:
@@ -224,4 +241,5 @@ def make_learned_functional(config: GraphormerConfig, statistics: AdapterStatist
         raise ValueError("model.config differs from the config given to make_learned_functional")
     stats = jax.tree.map(jnp.asarray, statistics)
     return LearnedFunctional(model=model, statistics=stats, target=target,
-                             use_local_frames=use_local_frames, use_reparam=use_reparam)
+                             use_local_frames=use_local_frames, use_reparam=use_reparam,
+                             parity_symmetric=parity_symmetric)

@@ -161,7 +161,8 @@ def _functional(params, static: LearnedFunctional, statistics: AdapterStatistics
     model = eqx.combine(params, static.model)
     return LearnedFunctional(model=model, statistics=statistics, target=static.target,
                              use_local_frames=static.use_local_frames,
-                             use_reparam=static.use_reparam)
+                             use_reparam=static.use_reparam,
+                             parity_symmetric=static.parity_symmetric)
 
 
 _STEP_CACHE: dict = {}
@@ -349,7 +350,8 @@ def _split_functional(functional: LearnedFunctional):
     params, static_model = eqx.partition(functional.model, eqx.is_inexact_array)
     static = LearnedFunctional(model=static_model, statistics=None, target=functional.target,
                                use_local_frames=functional.use_local_frames,
-                               use_reparam=functional.use_reparam)
+                               use_reparam=functional.use_reparam,
+                               parity_symmetric=functional.parity_symmetric)
     return params, static
 
 
