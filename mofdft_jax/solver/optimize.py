@@ -62,8 +62,8 @@ chosen state are kept in the loop carry, so the trajectory of p need not be stor
 **Status.** ``converged`` (some state met ``gtol``), ``max-steps`` (none did), or ``diverged``: a
 non-finite energy or gradient, or an energy that rose above the initial one by more than
 ``max_rise · max(|E₀|, 1 Ha)`` (a step size far too large). The loop ends at the first such
-state; the trajectory is cut before it, the chosen step is selected among the valid states only, and ``message`` says what happened
-where. No NaN is ever returned as a result.
+state; the trajectory is cut before it, the chosen step is selected among the valid states only,
+and ``message`` says what happened where. No NaN is ever returned as a result.
 
 **Cost.** One value-and-gradient evaluation per state; the L-BFGS line search adds its own trial
 evaluations (``n_evaluations`` counts both). ``wall_s`` is the host wall time of the call
@@ -101,8 +101,7 @@ import optax
 
 from mofdft_jax.config import ensure_x64
 from mofdft_jax.solver.energy import TERM_NAMES, integrated_negative_density, sum_terms
-from mofdft_jax.solver.optimizers import (OPTIMIZERS, Metric, get_optimizer,
-                                          integral_bundle_of, make_metric)
+from mofdft_jax.solver.optimizers import Metric, get_optimizer, integral_bundle_of, make_metric
 from mofdft_jax.types import Array, Float, Int
 
 #: Paper defaults (spec §4.4).
@@ -569,8 +568,9 @@ def resolve_solver_defaults(optimizer: Union[str, object] = DEFAULT_OPTIMIZER, *
     """``(lr, rule, stop_at_gtol)`` with the defaults of the module docstring filled in:
     ``sgd`` → (1e-3, ``"iid"``, False), the paper's protocol; any other optimiser → (its
     registry default, ``"last"``, True). The rule follows the stop: ``"last"`` when the run stops
-    at the tolerance (the converged iterate), ``"iid"`` when all steps run. A transformation object has no default step size (its
-    own is used; ``lr`` is then reported as NaN unless given)."""
+    at the tolerance (the converged iterate), ``"iid"`` when all steps run. A transformation
+    object has no default step size (its own is used; ``lr`` is then reported as NaN unless
+    given)."""
     paper = isinstance(optimizer, str) and optimizer == "sgd"
     if lr is None:
         lr = get_optimizer(optimizer).default_lr if isinstance(optimizer, str) else float("nan")

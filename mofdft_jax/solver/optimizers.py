@@ -57,6 +57,30 @@ differences of iterates) lies in the tangent plane: L-BFGS solves the constraine
 unconstrained one without forming an orthonormal basis Z of the plane (an ``(naux, naux−1)``
 matrix). ``precond-lbfgs`` runs the same algorithm on f(L⁻ᵀy) with the gradient L⁻¹Pg
 (:func:`in_metric`); the update L⁻ᵀδy is re-projected onto wᵀδ = 0, which changes no value of f.
+Each L-BFGS step costs the loop's evaluation plus the line search's (usually one trial: ~2
+value-and-gradient evaluations a step; ``SolveResult.n_evaluations`` counts them).
+
+**Measured** (ethanol APBE+PBE at the paper's settings: 6-31G(2df,p) MINAO start, even-tempered
+density basis naux = 454, grid level 2 with 65 706 points; 2-core CPU shared with another job;
+``solve(terms_fn, p_minao, bundle, optimizer=NAME, steps=3000 (sgd: 1000), gtol=1e-4,
+stop_at_gtol=True)`` called twice, the second call's ``wall_s``; the first call adds compilation,
+e.g. 11.5 s in all for ``precond-lbfgs``, and that is what ``mofdft solve ethanol.xyz --functional
+apbe --optimizer NAME --gtol 1e-4 --json`` reports as ``solve_wall_s``):
+
+=================  ==========  ===========  ==========  ====================================
+optimiser          steps       evaluations  wall time   result
+=================  ==========  ===========  ==========  ====================================
+``precond-lbfgs``  27          56           4.9 s       converged, E = −173.1207430 Ha
+``precond``        317         318          24 s        converged, same E to 3e-9 Ha
+``lbfgs``          860         1753         127 s       converged, same E to 3e-8 Ha
+``momentum``       3000 (max)  3001         381 s       |P∇E| = 0.03, 0.059 Ha above
+``sgd`` (paper)    1000        1001         121 s*      |P∇E| = 1.8, 2.9 Ha above (71–78 s idle)
+=================  ==========  ===========  ==========  ====================================
+
+(* one call, compilation included.) The minimum has no negative density on the paper's grid
+(ν = 0), so the bare APBE functional has a minimum there and the optional penalty changes nothing
+at it; on grid level 0 the optimisers find a spurious minimum (water: −1268 Ha, 0.7 electrons of negative density), which the
+``negative-density`` warning flags.
 """
 
 from __future__ import annotations
