@@ -79,8 +79,8 @@ optimiser          steps       evaluations  wall time   result
 
 (* one call, compilation included.) The minimum has no negative density on the paper's grid
 (ν = 0), so the bare APBE functional has a minimum there and the optional penalty changes nothing
-at it; on grid level 0 the optimisers find a spurious minimum (water: −1268 Ha, 0.7 electrons of negative density), which the
-``negative-density`` warning flags.
+at it; on grid level 0 the optimisers find a spurious minimum (water: −1268 Ha, 0.7 electrons of
+negative density), which the ``negative-density`` warning flags.
 """
 
 from __future__ import annotations
