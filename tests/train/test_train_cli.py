@@ -147,3 +147,21 @@ def test_unseen_element_and_projminao_without_checkpoint(trained, tmp_path, wate
     code, _, err = run_json(capsys, ["solve", str(water_xyz), "--functional", "apbe", "--init",
                                      "projminao", "--steps", "1"])
     assert code == 2 and "projminao" in err
+
+
+def test_diagnose_reports_slope_curvature_and_end_point(trained, tiny_dataset, capsys):
+    code, rows, err = run_json(capsys, ["diagnose", str(trained), "--data", str(tiny_dataset),
+                                        "--split", "train", "--n", "1", "--steps", "20",
+                                        "--optimizer", "precond-lbfgs", "--json"])
+    assert code == 0, err
+    (row,) = rows
+    assert row["optimizer"] == "precond-lbfgs" and 0 < row["solve_steps"] <= 20
+    assert isinstance(row["n_negative_modes"], int) and row["n_negative_modes"] >= 0
+    lowest = row["lowest_eigenvalues"]
+    assert len(lowest) == 5 and lowest == sorted(lowest)
+    assert (row["n_negative_modes"] > 0) == (lowest[0] < 0)
+    assert row["init_distance"] > 0 and row["final_distance"] >= 0
+    assert np.isfinite(row["energy_error_at_ref_kcal"]) and row["proj_grad_norm_at_ref"] > 0
+    code, _, err = run_json(capsys, ["diagnose", str(trained), "--data", str(tiny_dataset),
+                                     "--split", "nope"])
+    assert code == 2 and "no split 'nope'" in err
