@@ -85,6 +85,22 @@ def solver_defaults(info) -> dict:
     return dict(info.extra.get("solver_defaults", {})) if info is not None else {}
 
 
+def label_settings_mismatch(defaults: dict, *, basis=None, grid_level=None, xc=None) -> list:
+    """One line per setting the user asked for that differs from the checkpoint's label settings
+    (orbital basis, grid level, XC): the functional was trained on labels of those settings, and
+    its accuracy is only defined against KS at them."""
+    notes = []
+    for key, asked in (("basis", basis), ("grid_level", grid_level), ("xc", xc)):
+        stored = defaults.get(key)
+        if asked is None or stored is None:
+            continue
+        same = (str(asked).lower() == str(stored).lower()) if key != "grid_level" else \
+            int(asked) == int(stored)
+        if not same:
+            notes.append(f"{key} {asked} differs from the checkpoint's label setting {stored}")
+    return notes
+
+
 def solve_molecule_learned(molecule, functional, info=None, *, init: str = "projminao",
                            steps: int = 1000, lr: float | None = None, xc: str | None = None,
                            rule: str = "iid", gtol: float = 1e-4, basis: str | None = None,
@@ -127,9 +143,18 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
     ensure_x64()
     t_start = time.perf_counter()
     defaults = solver_defaults(info)
+    label_notes = label_settings_mismatch(defaults, basis=basis, grid_level=grid_level, xc=xc)
     basis = basis or defaults.get("basis") or PAPER_BASIS
     grid_level = grid_level if grid_level is not None else defaults.get("grid_level", 2)
     xc = xc or defaults.get("xc", "pbe")
+    if console is not None and label_notes:
+        console.print(f"[bold yellow]warning:[/] {molecule.name}: {'; '.join(label_notes)}",
+                      highlight=False)
+    elif console is not None:
+        source = ("the checkpoint's label settings" if defaults
+                  else "defaults (the checkpoint stores no label settings)")
+        console.print(f"{molecule.name}: {basis} / grid level {grid_level} / {xc.upper()} from "
+                      f"{source}", highlight=False)
     spec = get_optimizer(optimizer)
     if lr is None and optimizer == "sgd":
         lr = defaults.get("lr", 1e-3)
@@ -207,6 +232,7 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         "steps": steps,
         "rule": rule,
         **solver_summary(result),
+        "label_settings_warnings": label_notes,
         "negative_density_penalty": negative_density_penalty,
         "energy_total_ha": result.energy,
         "terms": result.terms,

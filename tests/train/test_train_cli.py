@@ -165,3 +165,14 @@ def test_diagnose_reports_slope_curvature_and_end_point(trained, tiny_dataset, c
     code, _, err = run_json(capsys, ["diagnose", str(trained), "--data", str(tiny_dataset),
                                      "--split", "nope"])
     assert code == 2 and "no split 'nope'" in err
+
+
+def test_learned_solve_uses_and_names_the_label_settings(trained, water_xyz, capsys):
+    args = ["solve", str(water_xyz), "--functional", str(trained), "--steps", "3", "--json"]
+    code, out, err = run_json(capsys, args)
+    assert code == 0 and out["basis"] == "sto-3g" and out["grid_level"] == 0
+    assert out["label_settings_warnings"] == []
+    code, out, err = run_json(capsys, args + ["--grid-level", "1"])
+    assert code == 0 and out["grid_level"] == 1
+    assert out["label_settings_warnings"] == [
+        "grid_level 1 differs from the checkpoint's label setting 0"]
