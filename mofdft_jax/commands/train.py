@@ -30,8 +30,8 @@ def dataset_family(recipe_name: str) -> str | None:
 
 
 def _parse_weights(text):
-    """``"E,G,D"`` or ``"E,G,D,H"`` (or a sequence of three or four numbers) → :class:`LossWeights`
-    (H: the curvature term, 0 unless given)."""
+    """``"E,G,D"``, ``"E,G,D,H"`` or ``"E,G,D,H,C"`` (or a sequence of 3–5 numbers) →
+    :class:`LossWeights` (H, C: the vector and scalar curvature terms, 0 unless given)."""
     from mofdft_jax.molecules import InputError
     from mofdft_jax.train.losses import LossWeights
 
@@ -40,9 +40,9 @@ def _parse_weights(text):
         values = [float(x) for x in parts]
     except (TypeError, ValueError):
         values = []
-    if len(values) not in (3, 4) or any(v < 0 for v in values):
-        raise InputError(f"--loss-weights {text!r}: expected three or four non-negative numbers "
-                         "ENERGY,GRAD,DELTA[,CURVATURE] (e.g. 1,0.1,0.08)")
+    if len(values) not in (3, 4, 5) or any(v < 0 for v in values):
+        raise InputError(f"--loss-weights {text!r}: expected 3 to 5 non-negative numbers "
+                         "ENERGY,GRAD,DELTA[,CURVATURE[,QUADRATIC]] (e.g. 1,0.1,0.08)")
     return LossWeights(*values)
 
 
@@ -65,10 +65,11 @@ def train_command(
     patience: int = typer.Option(None, "--patience", min=1, help="Early-stopping patience in "
                                  "epochs (paper: 20)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, shuffling and dropout."),
-    loss_weights: str = typer.Option(None, "--loss-weights", help="ENERGY,GRAD,DELTA[,CURVATURE] "
-                                     "loss weights (default: the paper's Table S4 row for the "
-                                     "dataset and target, else 1,0.1,0.08; CURVATURE needs "
-                                     "labels made with response_directions > 0)."),
+    loss_weights: str = typer.Option(None, "--loss-weights", help="ENERGY,GRAD,DELTA[,CURVATURE"
+                                     "[,QUADRATIC]] loss weights (default: the paper's Table S4 "
+                                     "row for the dataset and target, else 1,0.1,0.08; the "
+                                     "curvature terms need labels made with "
+                                     "response_directions > 0)."),
     norm: str = typer.Option("l2", "--norm", help="Norm of the gradient and Δp losses: l2 "
                              "(Euclidean) or l1 (sum of absolute values)."),
     dropout: float = typer.Option(None, "--dropout", min=0.0, max=1.0, help="Override the "
@@ -204,7 +205,8 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
                   f"{train_set.n_steps} / {0 if val_set is None else val_set.n_steps} labelled "
                   f"steps; model {config} ({n_params:,} parameters); target {target}; "
                   f"loss weights {weights.energy:g}/{weights.grad:g}/{weights.delta:g}"
-                  + (f"/{weights.hvp:g} (curvature)" if weights.hvp else "") + "; "
+                  + (f"/{weights.hvp:g}/{weights.curv:g} (curvature)"
+                     if weights.hvp or weights.curv else "") + "; "
                   + ("parity-symmetric; " if parity else "") +
                   f"{len(jax.local_devices())} device(s)", highlight=False)
 
@@ -244,8 +246,10 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
                 f"  epoch {metrics['epoch']:4d}  train loss {metrics['train_loss']:.4g} "
                 f"(E MAE {metrics['train_energy_mae_kcal']:.3f} kcal/mol, grad "
                 f"{metrics['train_grad_loss']:.3g}, Δp {metrics['train_delta_loss']:.3g}"
-                + (f", curvature {metrics['train_hvp_loss']:.3g}"
-                   if metrics.get("train_hvp_loss") else "") + f")  {val}"
+                + (f", curvature {metrics['train_hvp_loss']:.3g} / "
+                   f"{metrics['train_curv_loss']:.3g} kcal/mol"
+                   if metrics.get("train_hvp_loss") or metrics.get("train_curv_loss") else "")
+                + f")  {val}"
                 f"lr {metrics['lr']:.2e}  {metrics['epoch_wall_s']:.1f} s"
                 + ("  *" if metrics["improved"] else ""), highlight=False)
             progress.update(task, completed=0, description=f"epoch {metrics['epoch'] + 1}")

@@ -342,7 +342,8 @@ def _sums_to_metrics(sums: dict, prefix: str) -> dict:
             f"{prefix}energy_rmse_kcal": math.sqrt(float(sums["energy_sq"]) / n),
             f"{prefix}grad_loss": float(sums["grad"]) / n,
             f"{prefix}delta_loss": float(sums["delta"]) / n,
-            f"{prefix}hvp_loss": float(sums.get("hvp", 0.0)) / n}
+            f"{prefix}hvp_loss": float(sums.get("hvp", 0.0)) / n,
+            f"{prefix}curv_loss": float(sums.get("curv", 0.0)) / n}
 
 
 def _split_functional(functional: LearnedFunctional):

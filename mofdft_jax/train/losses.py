@@ -19,6 +19,10 @@ For one labelled SCF step (p⁽ᵏ⁾, T⁽ᵏ⁾, ∇T⁽ᵏ⁾) of a molecule 
   in the same rescaled, projected space, ‖P̃(∇̃²T_θ δp′ − r̃′)‖ / ‖P̃ r̃′‖ with r̃′ = r′/λ, averaged
   over the step's M directions (forward-over-reverse: one JVP of the gradient per direction).
   It trains the convexity of T_S across the SCF path, which value and gradient labels never see.
+  A second, scalar form (weight ``curv``): the absolute error of the curvature along each
+  direction, |δp′ᵀ∇²T_θ δp′ − δp′ᵀr′| in kcal/mol (δp normalised in the raw basis). The vector
+  form is dominated by the stiff core components of r′; the scalar one weighs the soft
+  directions in which a learned energy develops negative modes.
 * **Δp** (ProjMINAO head, SI B.5.2): the head predicts the standardised correction
   ((p′* − p′) − mean)/std per (element, slot) (the adapter's ``standardise_delta``); the model
   adds it to the density it is given, so the target is p* − p⁽ᵏ⁾.
@@ -67,6 +71,7 @@ class LossWeights:
     grad: float = 0.1
     delta: float = 0.08
     hvp: float = 0.0
+    curv: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -130,6 +135,7 @@ class StepLosses(NamedTuple):
     delta: Float[Array, ""]          # ‖Δp̃_θ − std(p* − p)‖
     energy_error: Float[Array, ""]   # T_θ − T, kcal/mol (signed)
     hvp: Float[Array, ""] = 0.0      # mean relative error of ∇²T_θ δp′ (0 without labels)
+    curv: Float[Array, ""] = 0.0     # mean |δp′ᵀ∇²T_θ δp′ − δp′ᵀr′|, kcal/mol
 
 
 def safe_norm(x: Float[Array, "..."], kind: str = "l2") -> Float[Array, ""]:
@@ -202,17 +208,20 @@ def step_losses(functional, step: StepInputs, *, key=None, inference: bool = Tru
         def grad_slots_fn(s):
             return jax.grad(lambda q: energy_fn(q)[0])(s)
 
-        def relative_error(dp, hvp_label):
+        def errors(dp, hvp_label):
             _, hvp_slots = jax.jvp(grad_slots_fn, (slots,), (scatter_to_slots(dp, geometry),))
+            hvp_model = gather_from_slots(hvp_slots, geometry)
             label = project_out(hvp_label / lam, w_tilde)
-            res = project_out((gather_from_slots(hvp_slots, geometry) - hvp_label) / lam, w_tilde)
-            return safe_norm(res, norm) / jnp.maximum(safe_norm(label, norm), 1e-30)
+            res = project_out((hvp_model - hvp_label) / lam, w_tilde)
+            relative = safe_norm(res, norm) / jnp.maximum(safe_norm(label, norm), 1e-30)
+            return relative, jnp.abs(jnp.dot(dp, hvp_model) - jnp.dot(dp, hvp_label))
 
-        hvp_loss = jnp.mean(jax.vmap(relative_error)(step.response_dp, step.response_hvp))
+        relative, quadratic = jax.vmap(errors)(step.response_dp, step.response_hvp)
+        hvp_loss, curv_loss = jnp.mean(relative), jnp.mean(quadratic)
     else:
-        hvp_loss = jnp.zeros((), dtype=energy.dtype)
+        hvp_loss = curv_loss = jnp.zeros((), dtype=energy.dtype)
     return StepLosses(energy=jnp.abs(error), grad=grad_loss, delta=delta_loss, energy_error=error,
-                      hvp=hvp_loss)
+                      hvp=hvp_loss, curv=curv_loss)
 
 
 def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
@@ -234,7 +243,7 @@ def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
     keys = (jax.random.split(key, nbatch) if key is not None
             else jnp.zeros((nbatch, 2), dtype=jnp.uint32))
     with_delta = weights.delta != 0.0
-    with_hvp = weights.hvp != 0.0 and has_response_labels(batch)
+    with_hvp = (weights.hvp != 0.0 or weights.curv != 0.0) and has_response_labels(batch)
 
     def one(step, k):
         return step_losses(functional, step, key=None if key is None else k, inference=inference,
@@ -243,11 +252,12 @@ def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
     per = jax.vmap(one)(batch, keys)
     w = batch.weight
     total = (weights.energy * per.energy + weights.grad * per.grad + weights.delta * per.delta
-             + weights.hvp * per.hvp)
+             + weights.hvp * per.hvp + weights.curv * per.curv)
     n = jnp.sum(w)
     loss = jnp.sum(w * total) / jnp.maximum(n, 1.0)
     sums = {"n": n, "loss": jnp.sum(w * total), "energy_abs": jnp.sum(w * per.energy),
             "energy_sq": jnp.sum(w * per.energy_error ** 2), "grad": jnp.sum(w * per.grad),
-            "delta": jnp.sum(w * per.delta), "hvp": jnp.sum(w * per.hvp)}
+            "delta": jnp.sum(w * per.delta), "hvp": jnp.sum(w * per.hvp),
+            "curv": jnp.sum(w * per.curv)}
     return loss, sums
 

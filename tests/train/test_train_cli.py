@@ -48,7 +48,7 @@ def test_train_json_resume_and_mismatch(trained, tiny_dataset, capsys):
     assert info.extra["solver_defaults"] == {"basis": "sto-3g", "grid_level": 0, "xc": "pbe",
                                              "lr": 1e-3}
     assert info.extra["train_config"]["weights"] == {"energy": 1.0, "grad": 0.1, "delta": 0.08,
-                                                     "hvp": 0.0}
+                                                     "hvp": 0.0, "curv": 0.0}
     assert len(info.data_fingerprint) == 64
     # rerunning the finished command resumes at its end: no new step, same summary
     code, data, _ = run_json(capsys, ["train", "--data", str(tiny_dataset), "--out",

@@ -140,6 +140,8 @@ def test_curvature_loss_vanishes_on_the_models_own_hessian_and_trains(functional
     slots = scatter_to_slots(step.coeffs, geometry)
     real = np.asarray(step.aux_atom) < 3
     dps = jnp.asarray(rng.normal(size=(2, NAUX)) * real)
+    # response directions keep the electron count: w′ᵀδp′ = wᵀδp = 0
+    dps = jax.vmap(lambda d: project_out(d, step.norm))(dps)
 
     def grad_fn(s):
         return jax.grad(lambda q: functional.apply_slots(q, step.atom_numbers, step.coords)[0])(s)
@@ -149,12 +151,14 @@ def test_curvature_loss_vanishes_on_the_models_own_hessian_and_trains(functional
                       for d in dps])
     own = step._replace(response_dp=dps, response_hvp=hvps + 0.7 * step.norm[None])
     loss = jax.jit(lambda f, s: step_losses(f, s, with_hvp=True))(functional, own)
-    assert float(loss.hvp) < 1e-10
+    assert float(loss.hvp) < 1e-10 and float(loss.curv) < 1e-8
     other = own._replace(response_hvp=-hvps)  # curvature of the opposite sign: relative error 2
     loss = jax.jit(lambda f, s: step_losses(f, s, with_hvp=True))(functional, other)
     assert float(loss.hvp) == pytest.approx(2.0, rel=1e-6)
+    quadratic = np.abs(2 * np.einsum("mn,mn->m", np.asarray(dps), np.asarray(hvps))).mean()
+    assert float(loss.curv) == pytest.approx(quadratic, rel=1e-8) and quadratic > 0
     batch = jax.tree.map(lambda x: None if x is None else jnp.stack([x, x]), other)
-    weights = LossWeights(1.0, 0.1, 0.0, hvp=1.0)
+    weights = LossWeights(1.0, 0.1, 0.0, hvp=1.0, curv=0.1)
     grads = eqx.filter_grad(lambda f: batch_loss(f, batch, weights)[0])(functional)
     leaves = [np.asarray(x) for x in jax.tree.leaves(grads) if hasattr(x, "dtype")]
     assert all(np.all(np.isfinite(x)) for x in leaves) and any(np.abs(x).max() > 0 for x in leaves)
