@@ -149,6 +149,7 @@ def test_unseen_element_and_projminao_without_checkpoint(trained, tmp_path, wate
     assert code == 2 and "projminao" in err
 
 
+@pytest.mark.slow  # ~1 min on 2 cores; tests/workflows covers the functions by default
 def test_diagnose_reports_slope_curvature_and_end_point(trained, tiny_dataset, capsys):
     code, rows, err = run_json(capsys, ["diagnose", str(trained), "--data", str(tiny_dataset),
                                         "--split", "train", "--n", "1", "--steps", "20",
