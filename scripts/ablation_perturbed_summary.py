@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-PRESETS = ("plain", "perturbed", "curvature")
+PRESETS = ("plain", "perturbed", "curvature", "curvature200", "quadratic")
 COLUMNS = [("energy_error_at_ref_kcal", "E(p*) − E_KS (kcal/mol)"),
            ("proj_grad_norm_at_ref", "‖P∇E(p*)‖"),
            ("n_negative_modes", "negative modes at p*"),
@@ -29,7 +29,10 @@ def main(out_dir: Path, results: Path) -> None:
         preset, optimizer = path.stem.split("_diagnose_")
         model = json.loads((out_dir / f"{preset}_model.json").read_text())["extra"]
         for r in json.loads(path.read_text()):
+            w = model["train_config"]["weights"]
             rows.append({"labels": preset, "optimizer": optimizer, "molecule": r["molecule"],
+                         "weights": "/".join(f"{w.get(k, 0):g}" for k in
+                                             ("energy", "grad", "delta", "hvp", "curv")),
                          "train_rows": model["n_train_steps"], "epochs": model["epochs_completed"],
                          "val_energy_mae_kcal": model["metrics"]["val_energy_mae_kcal"],
                          "lowest_eigenvalue": r.get("lowest_eigenvalues", [np.nan])[0],
@@ -61,8 +64,8 @@ def main(out_dir: Path, results: Path) -> None:
         lines.append(f"| {preset} | {optimizer} | {sel[0]['train_rows']} / {sel[0]['epochs']} | "
                      f"{sel[0]['val_energy_mae_kcal']:.2f} | "
                      + " | ".join(cell(k) for k, _ in COLUMNS) + " |")
-    compact = ["| labels | train rows | negative modes at p* | 1000 SGD steps: E − E_KS, ‖p − p*‖_W | "
-               "converged (precond-lbfgs): E − E_KS, ‖p − p*‖_W, converged |", "|---|---|---|---|---|"]
+    compact = ["| model | loss weights E/G/Δ/H/C | train rows | negative modes at p* | 1000 SGD steps: E − E_KS, ‖p − p*‖_W | "
+               "converged (precond-lbfgs): E − E_KS, ‖p − p*‖_W, converged |", "|---|---|---|---|---|---|"]
     for preset in PRESETS:
         sgd = [r for r in rows if (r["labels"], r["optimizer"]) == (preset, "sgd")]
         conv = [r for r in rows if (r["labels"], r["optimizer"]) == (preset, "precond-lbfgs")]
@@ -73,7 +76,7 @@ def main(out_dir: Path, results: Path) -> None:
             return float(np.mean([r[key] for r in sel]))
 
         compact.append(
-            f"| {preset} | {sgd[0]['train_rows']} | "
+            f"| {preset} | {sgd[0]['weights']} | {sgd[0]['train_rows']} | "
             f"{mean(sgd, 'n_negative_modes'):.1f} ({min(r['n_negative_modes'] for r in sgd)}–"
             f"{max(r['n_negative_modes'] for r in sgd)}) | "
             f"{mean(sgd, 'energy_error_final_kcal'):+.1f} kcal/mol, {mean(sgd, 'final_distance'):.3f} | "
@@ -87,7 +90,12 @@ def main(out_dir: Path, results: Path) -> None:
             f"Machine: {platform.machine()} CPU, 2 cores, 24 GiB (no GPU). Scale: 41 thermal "
             "ethanol conformers (33 train / 4 val / 4 test), PBE/6-31G, grid level 1, small "
             "network; diagnosed on the 4 test conformers (one value per molecule, in order).",
-            "", "Means over the 4 test conformers:", "", *compact, "", "Per molecule:", "",
+            "", "Models: `plain`, `perturbed`, `curvature` are the script's three presets; "
+            "`curvature200` (vector curvature weight 200) and `quadratic` (scalar curvature "
+            "weight 0.2, no vector term) are the curvature labels trained with other weights "
+            "(`mofdft train --data OUT/curvature --loss-weights ...`, otherwise the script's "
+            "arguments). 45 epochs each except plain (200 requested, early-stopped).", "",
+            "Means over the 4 test conformers:", "", *compact, "", "Per molecule:", "",
             *lines, "",
             "Columns: E(p*) − E_KS is the learned total energy at the KS density; negative modes "
             "count the eigenvalues < 0 of the Hessian at p* in the Coulomb metric on wᵀδ = 0; "
