@@ -111,7 +111,6 @@ class MoleculeSteps:
       energy_ref: the target's value at convergence (last labelled step), Hartree.
       hf_forces_ref: ``(natm, 3)``; init_coeffs: ``{"minao", "huckel"}`` → ``(naux,)``.
       meta: recipe metadata of the molecule.
-      runs: ``(K,)`` SCF run of each row (0: the plain SCF; r ≥ 1: perturbed run r).
       perturbed: ``(K,)`` bool, the row's Fock matrix carried a random potential.
       response_dp: ``(K, M, naux)`` unit response directions δp, or ``None`` (no curvature labels).
       response_hvp: ``(K, M, naux)`` the target's Hessian-vector labels ∇²T δp, or ``None``.
@@ -131,7 +130,6 @@ class MoleculeSteps:
     hf_forces_ref: np.ndarray
     init_coeffs: dict
     meta: dict
-    runs: np.ndarray | None = None
     perturbed: np.ndarray | None = None
     response_dp: np.ndarray | None = None
     response_hvp: np.ndarray | None = None
@@ -178,22 +176,14 @@ def molecule_steps(labels, file: str, target: str = "ts_res", *,
     return MoleculeSteps(
         file=file, name=mol.name, numbers=mol.numbers, coords_bohr=mol.coords_bohr,
         coeffs=np.asarray(labels.coeffs)[idx], energy=values[idx], grad=grads[idx],
-        steps=_steps_of(labels, "cycle_of_steps", np.arange(1, int(labels.n_steps) + 1))[idx],
+        steps=labels.cycle_of_steps()[idx],
         p_ref=np.asarray(labels.p_ref), ks_energy=dict(labels.ks_energy),
         energy_ref=float(values[-1]), hf_forces_ref=np.asarray(labels.hf_forces_ref),
         init_coeffs=dict(labels.init_coeffs), meta=dict(meta or {}),
-        runs=_steps_of(labels, "run_of_steps", np.zeros(int(labels.n_steps), np.int64))[idx],
-        perturbed=_steps_of(labels, "perturbed_steps", np.zeros(int(labels.n_steps), bool))[idx],
-        response_dp=(None if getattr(labels, "response_dp", None) is None
-                     else np.asarray(labels.response_dp)[idx]),
-        response_hvp=(None if getattr(labels, "response_hvp", None) is None
+        perturbed=labels.perturbed_steps()[idx],
+        response_dp=(None if labels.response_dp is None else np.asarray(labels.response_dp)[idx]),
+        response_hvp=(None if labels.response_hvp is None
                       else np.asarray(labels.response_hvp[target])[idx]))
-
-
-def _steps_of(labels, method: str, default: np.ndarray) -> np.ndarray:
-    """Per-step provenance of a MoleculeLabels (``default`` for label objects without it)."""
-    fn = getattr(labels, method, None)
-    return np.asarray(fn()) if callable(fn) else default
 
 
 def iter_molecule_steps(dataset: Dataset | str | os.PathLike, files: Iterable[str] | None = None,

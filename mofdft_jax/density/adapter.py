@@ -58,7 +58,7 @@ S_GRAD = 0.05
 S_COEFF = 50.0
 
 #: Angular momenta of the shells of each element's density basis, in PySCF order (the even-tempered
-#: basis of 6-31G(2df,p), β = 2.5; ``tests/density/test_parity.py`` checks them against PySCF).
+#: basis of 6-31G(2df,p), β = 2.5; ``tests/model/test_parity.py`` checks them against PySCF).
 SLOT_SHELL_L = {1: "0000001112", 6: "0000000000011111111222222233344",
                 7: "00000000000111111112222222333344", 8: "00000000000111111112222222333344",
                 9: "00000000000111111112222222333344"}

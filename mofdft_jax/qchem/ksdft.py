@@ -315,8 +315,12 @@ def run_ks(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
     if perturbation is not None and perturbation.is_constant:
         h_pert = perturbation.constant_matrix()
         orig_get_hcore = mf.get_hcore
-        mf.get_hcore = lambda *args, **kwargs: orig_get_hcore(*args, **kwargs) + _like(
-            orig_get_hcore(*args, **kwargs), h_pert)
+
+        def get_hcore(*args, **kwargs):
+            h = orig_get_hcore(*args, **kwargs)
+            return h + _like(h, h_pert)
+
+        mf.get_hcore = get_hcore
     elif perturbation is not None:
         if getattr(mf, "check_convergence", None) is not None:
             raise ValueError("a perturbed SCF needs PySCF's default convergence check")

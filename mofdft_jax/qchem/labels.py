@@ -309,7 +309,7 @@ def compute_step_labels(run, auxmol, coeffs: np.ndarray, coulomb: np.ndarray, v_
     ts = e["kinetic"][steps] + e_eff_c[steps] - e_eff_p[steps]
     # v_eff^(k) = Σ_i π_i^(k) ∇E_eff(p^(s_i)) (spec §1.7)
     v_eff = np.stack([run.diis_weights[k] @ grad_e_eff_p[run.diis_steps[k]] for k in steps])
-    if getattr(run, "perturbation", None) is not None:
+    if run.perturbation is not None:
         # the orbitals of step k are the ground state of v_eff + v_pert: add ∇_p ∫ v_pert ρ_p = S u
         s_ovlp = auxmol.intor("int1e_ovlp") if overlap is None else np.asarray(overlap)
         v_eff = v_eff + run.perturbation[steps] @ s_ovlp
@@ -358,18 +358,19 @@ def perturbed_runs(run, *, verbose: int = 0) -> list:
     """
     from mofdft_jax.qchem.basis import make_auxbasis, make_auxmol
     from mofdft_jax.qchem.ksdft import run_ks
-    from mofdft_jax.qchem.perturbation import FockPerturbation, perturbation_seed
+    from mofdft_jax.qchem.perturbation import FockPerturbation, overlap_3c, perturbation_seed
 
     settings = run.settings
     if not int(settings.perturbed_runs):
         return []
     auxmol = make_auxmol(run.mol, make_auxbasis(settings.density_basis_source, settings.aux_beta))
     schedule = settings.perturbation_schedule()
+    tensor = overlap_3c(run.mol, auxmol)
     mol = run.molecule
     out = []
     for r in range(1, int(settings.perturbed_runs) + 1):
         seed = perturbation_seed(mol.numbers, mol.coords_bohr, r, int(settings.perturb_seed))
-        pert = FockPerturbation(run.mol, auxmol, schedule, seed)
+        pert = FockPerturbation(run.mol, auxmol, schedule, seed, tensor=tensor)
         out.append(run_ks(mol, settings, mol=run.mol, verbose=verbose, perturbation=pert))
     return out
 
@@ -397,6 +398,7 @@ def labels_from_run(run, perturbed=()) -> MoleculeLabels:
     from mofdft_jax.qchem.grids import make_grids
     from mofdft_jax.qchem.integrals import compute_v_ext, hf_forces
     from mofdft_jax.qchem.ksdft import to_numpy
+    from mofdft_jax.qchem.perturbation import geometry_seed_words
 
     from mofdft_jax.functionals import MASKED_XC_ENERGY_DENSITIES
 
@@ -446,7 +448,7 @@ def labels_from_run(run, perturbed=()) -> MoleculeLabels:
     # rows kept per run (indices of steps 1..K): a perturbed run's steps before its first
     # perturbed step are the plain run's steps again (same guess, same SCF), so they are dropped
     rows = [_rows_from_first_perturbed_step(r) for r in perturbed] + [np.arange(run.n_steps)]
-    step = _concatenate_steps([_take_rows(d, i) for d, i in zip(run_steps, rows)])
+    step = _stack_rows(run_steps, rows)
     coeffs = np.concatenate([c[1:][i] for c, i in zip(run_coeffs, rows)])
     p_ref = run_coeffs[-1][-1]
     run_index = [*range(1, len(perturbed) + 1), 0]
@@ -467,7 +469,8 @@ def labels_from_run(run, perturbed=()) -> MoleculeLabels:
         response_dp, response_hvp = compute_response_labels(
             runs, rows, coeffs, fitter, auxmol, grids, w2, xc=settings.xc.lower(),
             n_dirs=int(settings.response_directions),
-            seed=[int(settings.perturb_seed), 7919] + perturbation_seed_words(run.molecule))
+            seed=[int(settings.perturb_seed), 7919]
+            + geometry_seed_words(run.molecule.numbers, run.molecule.coords_bohr))
     settings_dict = settings.to_dict()
     settings_dict.update({
         "pyscf_version": pyscf.__version__,
@@ -499,13 +502,6 @@ def labels_from_run(run, perturbed=()) -> MoleculeLabels:
         response_dp=response_dp,
         response_hvp=response_hvp,
     )
-
-
-def perturbation_seed_words(molecule) -> list[int]:
-    """The geometry part of :func:`~mofdft_jax.qchem.perturbation.perturbation_seed`."""
-    from mofdft_jax.qchem.perturbation import perturbation_seed
-
-    return perturbation_seed(molecule.numbers, molecule.coords_bohr, 0)[2:]
 
 
 def compute_response_labels(runs, rows, coeffs: np.ndarray, fitter, auxmol, grids,
@@ -569,22 +565,14 @@ def _rows_from_first_perturbed_step(run) -> np.ndarray:
     return np.arange(first, run.n_steps)
 
 
-def _take_rows(step: dict, rows: np.ndarray) -> dict:
-    """The rows ``rows`` of the labelled-step arrays of a ``compute_step_labels`` dict."""
-    out = {"ts": step["ts"][rows], "ts_grad": step["ts_grad"][rows]}
+def _stack_rows(run_steps: list[dict], rows: list[np.ndarray]) -> dict:
+    """The kept rows ``rows[r]`` of each run's ``compute_step_labels`` dict, stacked in run order."""
+    def cat(get):
+        return np.concatenate([get(d)[i] for d, i in zip(run_steps, rows)])
+
+    out = {"ts": cat(lambda d: d["ts"]), "ts_grad": cat(lambda d: d["ts_grad"])}
     for key in ("targets", "target_grads"):
-        out[key] = {t: v[rows] for t, v in step[key].items()}
-    return out
-
-
-def _concatenate_steps(run_steps: list[dict]) -> dict:
-    """Rows of the labelled steps (1..K) of several runs, in order (``compute_step_labels`` dicts)."""
-    def cat(key):
-        return np.concatenate([d[key] for d in run_steps])
-
-    out = {"ts": cat("ts"), "ts_grad": cat("ts_grad")}
-    for key in ("targets", "target_grads"):
-        out[key] = {t: np.concatenate([d[key][t] for d in run_steps]) for t in run_steps[0][key]}
+        out[key] = {t: cat(lambda d: d[key][t]) for t in run_steps[0][key]}
     return out
 
 

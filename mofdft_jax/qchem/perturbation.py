@@ -80,16 +80,18 @@ class PerturbationSchedule:
         return self.start_std * frac + self.end_std
 
 
-def perturbation_seed(numbers, coords_bohr, run: int, seed: int = 0) -> list[int]:
-    """Seed words for run ``run`` of one molecule: (seed, run, 4 words of SHA-256 of its geometry).
-
-    The geometry enters rounded to 1e-8 Bohr, so a geometry read back from a file reproduces it.
-    """
+def geometry_seed_words(numbers, coords_bohr) -> list[int]:
+    """4 seed words from the SHA-256 of a geometry (elements, coordinates rounded to 1e-8 Bohr, so
+    a geometry read back from a file reproduces them)."""
     digest = hashlib.sha256()
     digest.update(np.asarray(numbers, dtype=np.int64).tobytes())
     digest.update(np.round(np.asarray(coords_bohr, dtype=np.float64), 8).tobytes())
-    words = np.frombuffer(digest.digest()[:16], dtype=np.uint32)
-    return [int(seed), int(run)] + [int(w) for w in words]
+    return [int(w) for w in np.frombuffer(digest.digest()[:16], dtype=np.uint32)]
+
+
+def perturbation_seed(numbers, coords_bohr, run: int, seed: int = 0) -> list[int]:
+    """Seed words for run ``run`` of one molecule: (seed, run, :func:`geometry_seed_words`)."""
+    return [int(seed), int(run)] + geometry_seed_words(numbers, coords_bohr)
 
 
 def overlap_3c(mol, auxmol) -> np.ndarray:
@@ -119,15 +121,17 @@ class FockPerturbation:
       mol: orbital-basis molecule; auxmol: density-basis molecule (of the labels).
       schedule: the window and σ schedule.
       seed: seed words (:func:`perturbation_seed`).
+      tensor: the :func:`overlap_3c` of ``mol`` and ``auxmol`` when already computed (runs of one
+        molecule share it).
     """
 
     def __init__(self, mol, auxmol, schedule: PerturbationSchedule | None, seed=None, *,
-                 fixed: np.ndarray | None = None):
+                 fixed: np.ndarray | None = None, tensor: np.ndarray | None = None):
         if (schedule is None) == (fixed is None):
             raise ValueError("give either a schedule (random draws) or fixed coefficients")
         self.schedule = schedule
         self.naux = int(auxmol.nao_nr())
-        self._tensor = overlap_3c(mol, auxmol)
+        self._tensor = overlap_3c(mol, auxmol) if tensor is None else tensor
         self._fixed = None if fixed is None else np.asarray(fixed, dtype=np.float64)
         if self._fixed is not None and self._fixed.shape != (self.naux,):
             raise ValueError(f"fixed coefficients must have shape ({self.naux},), "
@@ -188,4 +192,5 @@ class FockPerturbation:
         return self.schedule is not None and step < self.schedule.last_step
 
 
-__all__ = ["FockPerturbation", "PerturbationSchedule", "overlap_3c", "perturbation_seed"]
+__all__ = ["FockPerturbation", "PerturbationSchedule", "geometry_seed_words", "overlap_3c",
+           "perturbation_seed"]

@@ -10,8 +10,8 @@ molecule into the adapter's p′ space:
 
 (gradient labels converted to kcal/mol). Curvature labels (:mod:`mofdft_jax.qchem.response`), a
 direction δp and the Hessian-vector product r = ∇²T δp, map as a coefficient change and as a
-gradient: δp′ = D W^{1/2} δp, r′ = D W^{-1/2} r (then ∇²_{p′}T δp′ = r′), r′ in kcal/mol. Since the learned energy depends on p only through p′,
-the training step then needs no per-geometry matrix at all: a batch is a stack of ``(naux,)``
+gradient: δp′ = D W^{1/2} δp, r′ = D W^{-1/2} r (then ∇²_{p′}T δp′ = r′), r′ in kcal/mol. Since
+the learned energy depends on p only through p′, the training step then needs no per-geometry matrix at all: a batch is a stack of ``(naux,)``
 vectors plus the atom/slot index of every function, padded to ``(natm_max, naux_max)``
 (:class:`~mofdft_jax.train.losses.StepInputs`).
 
@@ -93,17 +93,20 @@ def _transform_response(dp, hvp, geometry, naux: int):
     """``(K, M, naux)`` δp′ and r′ of raw curvature labels (``(None, None)`` without labels)."""
     if dp is None or hvp is None:
         return None, None
-    dp = np.asarray(dp, dtype=np.float64)
-    k, m = dp.shape[:2]
+    k, m = np.shape(dp)[:2]
     flat = k * m
-    padded = -(-flat // _STEP_PAD) * _STEP_PAD
-    pad = ((0, padded - flat), (0, 0))
-
-    def f64(x):
-        return jnp.asarray(np.pad(np.asarray(x, dtype=np.float64).reshape(flat, naux), pad))
-
-    dp_t, hvp_t = jax.device_get(_transform_response_fn()(f64(dp), f64(hvp), geometry))
+    dp_t, hvp_t = jax.device_get(_transform_response_fn()(
+        _padded_rows(np.reshape(dp, (flat, naux))), _padded_rows(np.reshape(hvp, (flat, naux))),
+        geometry))
     return dp_t[:flat].reshape(k, m, naux), hvp_t[:flat].reshape(k, m, naux)
+
+
+def _padded_rows(x) -> jax.Array:
+    """``(n, naux)`` rows as float64, zero-padded to a multiple of ``_STEP_PAD`` rows (few
+    distinct shapes: few compilations of the jitted transforms)."""
+    x = np.asarray(x, dtype=np.float64)
+    padded = -(-x.shape[0] // _STEP_PAD) * _STEP_PAD
+    return jnp.asarray(np.pad(x, ((0, padded - x.shape[0]), (0, 0))))
 
 
 def transform_molecule_labels(name: str, atom_numbers, coords, geometry: AdapterGeometry,
@@ -121,10 +124,8 @@ def transform_molecule_labels(name: str, atom_numbers, coords, geometry: Adapter
     coeffs = np.asarray(coeffs, dtype=np.float64)
     grads = np.asarray(grads, dtype=np.float64)
     nstep = coeffs.shape[0]
-    padded = -(-nstep // _STEP_PAD) * _STEP_PAD  # few distinct shapes: few compilations
-    pad = ((0, padded - nstep), (0, 0))
     f64 = lambda x: jnp.asarray(np.asarray(x, dtype=np.float64))  # noqa: E731
-    p, g, d, w = jax.device_get(_transform_fn()(f64(np.pad(coeffs, pad)), f64(np.pad(grads, pad)),
+    p, g, d, w = jax.device_get(_transform_fn()(_padded_rows(coeffs), _padded_rows(grads),
                                                 f64(ground_coeffs), f64(norm), geometry))
     p, g, d = p[:nstep], g[:nstep], d[:nstep]
     r_dp, r_hvp = _transform_response(response_dp, response_hvp, geometry, coeffs.shape[1])
@@ -165,11 +166,6 @@ class TrainingSet(NamedTuple):
     energy: np.ndarray
     response_dp: np.ndarray | None = None
     response_hvp: np.ndarray | None = None
-
-    @property
-    def n_response(self) -> int:
-        """M, the curvature labels per step (0: none)."""
-        return 0 if self.response_dp is None else int(self.response_dp.shape[1])
 
     @property
     def n_steps(self) -> int:

@@ -158,11 +158,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 # ---------------------------------------------------------------------------------------------
 
 def _functional(params, static: LearnedFunctional, statistics: AdapterStatistics):
-    model = eqx.combine(params, static.model)
-    return LearnedFunctional(model=model, statistics=statistics, target=static.target,
-                             use_local_frames=static.use_local_frames,
-                             use_reparam=static.use_reparam,
-                             parity_symmetric=static.parity_symmetric)
+    # every static switch (target, frames, reparametrisation, parity …) carries over unchanged
+    return dataclasses.replace(static, model=eqx.combine(params, static.model),
+                               statistics=statistics)
 
 
 _STEP_CACHE: dict = {}
@@ -349,10 +347,7 @@ def _sums_to_metrics(sums: dict, prefix: str) -> dict:
 def _split_functional(functional: LearnedFunctional):
     """``(params, static)``: the model's float arrays, and the functional without them."""
     params, static_model = eqx.partition(functional.model, eqx.is_inexact_array)
-    static = LearnedFunctional(model=static_model, statistics=None, target=functional.target,
-                               use_local_frames=functional.use_local_frames,
-                               use_reparam=functional.use_reparam,
-                               parity_symmetric=functional.parity_symmetric)
+    static = dataclasses.replace(functional, model=static_model, statistics=None)
     return params, static
 
 
