@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from mofdft_jax.density.adapter import (AdapterGeometry, gather_from_slots, scatter_to_slots,
                                         slot_mask, standardise_delta)
 from mofdft_jax.types import Array, Float, Int
+from mofdft_jax.units import HARTREE_TO_KCAL
 
 #: Default loss weights (ξ_eng, ξ_grad, ξ_den) of SI Table S4, by (dataset, target).
 PAPER_LOSS_WEIGHTS = {
@@ -261,3 +262,73 @@ def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
             "curv": jnp.sum(w * per.curv)}
     return loss, sums
 
+
+
+# ---------------------------------------------------------------------------------------------
+# label-free bounds at densities the solver visits (issue 19, adaptive sampling)
+# ---------------------------------------------------------------------------------------------
+
+class VisitedBounds(NamedTuple):
+    """Constants (kcal/mol) of the three label-free inequalities at a visited density p_v.
+
+    With δ = p_v − p*, the learned part T_θ, the θ-independent rest E_rest (everything the solver
+    adds to T_θ: T_APBE, Hartree, XC, external for ``ts_res``) and its kinetic part T_base
+    (T_APBE for ``ts_res``, 0 otherwise), T* the energy label at p* (the target's value) and
+    T_S* = T* + T_base(p*):
+
+    * ``variational``  k_var = T* + E_rest(p*) − E_rest(p_v): the variational principle
+      E(p_v) ≥ E(p*) reads T_θ(p_v) ≥ k_var;
+    * ``descent``      k_desc = ∇E_rest(p_v)ᵀδ: −∇E(p_v) points toward p*, ∇T_θ(p_v)ᵀδ + k_desc ≥ 0;
+    * ``convexity``    k_conv = T_base(p_v) − T_S* − ∇T_base(p_v)ᵀδ: T_S is convex in the density
+      (and the density is linear in p), so T_S(p_v) − T_S* ≤ ∇T_S(p_v)ᵀδ, i.e.
+      T_θ(p_v) − ∇T_θ(p_v)ᵀδ + k_conv ≤ 0.
+
+    None of them needs a KS calculation at p_v: they hold for the exact functional at *any*
+    density, so they can be imposed at the densities a minimisation with the current model visits
+    (the spurious valleys of issue 19), where no label exists.
+    """
+
+    variational: Float[Array, "..."]
+    descent: Float[Array, "..."]
+    convexity: Float[Array, "..."]
+
+
+def make_visited_bounds(*, label_star, rest_star, rest_visited, grad_rest_visited,
+                        base_star, base_visited, grad_base_visited, coeffs_visited,
+                        coeffs_star) -> VisitedBounds:
+    """The :class:`VisitedBounds` of one visited density from host-side evaluations (Hartree in,
+    kcal/mol out; see :class:`VisitedBounds` for the formulas).
+
+    Args:
+      label_star: T* (the target label at p*), Ha.
+      rest_star, rest_visited: E_rest(p*), E_rest(p_v), Ha.
+      grad_rest_visited: ``(naux,)`` ∇E_rest(p_v).
+      base_star, base_visited: T_base(p*), T_base(p_v), Ha; grad_base_visited: ``(naux,)``.
+      coeffs_visited, coeffs_star: ``(naux,)`` p_v and p* (raw basis; the pairing ∇ᵀδ is the same
+        in the network's p′ space).
+    """
+    delta = jnp.asarray(coeffs_visited) - jnp.asarray(coeffs_star)
+    t_s_star = label_star + base_star
+    return VisitedBounds(
+        variational=HARTREE_TO_KCAL * (label_star + rest_star - rest_visited),
+        descent=HARTREE_TO_KCAL * jnp.dot(jnp.asarray(grad_rest_visited), delta),
+        convexity=HARTREE_TO_KCAL * (base_visited - t_s_star
+                                     - jnp.dot(jnp.asarray(grad_base_visited), delta)))
+
+
+def visited_bound_violations(energy: Float[Array, ""], grad_dot_delta: Float[Array, ""],
+                             bounds: VisitedBounds) -> Float[Array, "3"]:
+    """Hinge violations (kcal/mol, ≥ 0) of the three inequalities of :class:`VisitedBounds`.
+
+    Args:
+      energy: T_θ(p_v), kcal/mol.
+      grad_dot_delta: ∇T_θ(p_v)ᵀ(p_v − p*), kcal/mol (any coefficient space: the pairing of a
+        gradient with a coefficient difference is invariant under p′ = D W^{1/2} p).
+      bounds: the constants of this density.
+
+    Returns:
+      ``[max(0, k_var − T_θ), max(0, −(∇T_θᵀδ + k_desc)), max(0, T_θ − ∇T_θᵀδ + k_conv)]``.
+    """
+    return jnp.stack([jax.nn.relu(bounds.variational - energy),
+                      jax.nn.relu(-(grad_dot_delta + bounds.descent)),
+                      jax.nn.relu(energy - grad_dot_delta + bounds.convexity)])
