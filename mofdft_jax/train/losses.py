@@ -263,7 +263,6 @@ def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
     return loss, sums
 
 
-
 # ---------------------------------------------------------------------------------------------
 # label-free bounds at densities the solver visits (issue 19, adaptive sampling)
 # ---------------------------------------------------------------------------------------------
