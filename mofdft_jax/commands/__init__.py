@@ -11,6 +11,7 @@ from mofdft_jax.commands.diagnose import diagnose
 from mofdft_jax.commands.info import info
 from mofdft_jax.commands.ks import ks
 from mofdft_jax.commands.reproduce import reproduce
+from mofdft_jax.commands.sample_visited import sample_visited
 from mofdft_jax.commands.solve import solve_command
 from mofdft_jax.commands.train import train_command
 from mofdft_jax.commands.verify import verify
@@ -22,6 +23,7 @@ COMMANDS: list[tuple[str, object]] = [
     ("solve", solve_command),
     ("train", train_command),
     ("diagnose", diagnose),
+    ("sample-visited", sample_visited),
     ("reproduce", reproduce),
     ("verify", verify),
 ]

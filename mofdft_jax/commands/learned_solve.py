@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -101,6 +102,66 @@ def label_settings_mismatch(defaults: dict, *, basis=None, grid_level=None, xc=N
     return notes
 
 
+class LearnedSetup(NamedTuple):
+    """One molecule prepared for a learned functional (:func:`prepare_learned_molecule`)."""
+
+    mol: object          # PySCF orbital-basis Mole
+    auxmol: object       # PySCF density-basis Mole
+    bundle: object       # IntegralBundle
+    inputs: object       # LearnedInputs (bundle + adapter geometry + features)
+    guess: object        # InitialGuess (coefficients of ``init``)
+    with_forces: bool    # whether the bundle has the force integrals
+
+
+def prepare_learned_molecule(molecule, functional, *, basis: str, grid_level: int, xc: str,
+                             init: str = "projminao", with_forces: bool | None = None,
+                             pad_grid_blocks: int = 1, grid_dtype: str = "float64",
+                             with_metric: bool = False, on_stage=None) -> LearnedSetup:
+    """Integrals, adapter geometry, learned inputs and the initial guess of one molecule: the
+    set-up shared by :func:`solve_molecule_learned`, ``mofdft diagnose`` and the visited-density
+    sampler (one path, built once per molecule).
+
+    The grid is built only for ``ts_res`` (T_APBE needs it); the density-basis overlap when the
+    functional reparametrises or the optimiser uses a metric (``with_metric``); the force
+    integrals when ``with_forces`` (``None``: when they fit
+    :data:`~mofdft_jax.commands.solve.MAX_FORCE_INTEGRALS_BYTES`). ``on_stage(text)`` reports
+    progress. Unseen elements are an :class:`~mofdft_jax.molecules.InputError`.
+    """
+    from mofdft_jax.commands.solve import MAX_FORCE_INTEGRALS_BYTES, PYSCF_XC
+    from mofdft_jax.model.functional import UnseenElementError
+    from mofdft_jax.molecules import InputError
+    from mofdft_jax.qchem.basis import make_auxmol, make_mol
+    from mofdft_jax.qchem.guesses import initial_guess
+    from mofdft_jax.qchem.integrals import build_integral_bundle
+    from mofdft_jax.qchem.settings import PAPER_SETTINGS
+    from mofdft_jax.solver.learned import make_learned_inputs
+
+    stage = on_stage or (lambda text: None)
+    stage(f"{molecule.name}: integrals")
+    mol = make_mol(molecule, basis)
+    try:
+        functional.check_elements(mol.atom_charges())
+    except UnseenElementError as exc:
+        raise InputError(f"{molecule.name}: {exc}") from None
+    auxmol = make_auxmol(mol)
+    if with_forces is None:
+        with_forces = mol.natm * 3 * auxmol.nao_nr() * 8 <= MAX_FORCE_INTEGRALS_BYTES
+    needs_grid = functional.target == "ts_res"
+    bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level if needs_grid else None,
+                                   with_forces=with_forces,
+                                   with_overlap=functional.use_reparam or with_metric,
+                                   grid_padding=(pad_grid_blocks, 1), grid_dtype=grid_dtype)
+    geometry = functional.prepare(bundle)
+    stage(f"{molecule.name}: initial guess ({init})")
+    settings = PAPER_SETTINGS.replace(basis=basis, grid_level=grid_level,
+                                      xc=PYSCF_XC.get(xc, xc))
+    guess = initial_guess(init, mol, auxmol, settings=settings, functional=functional,
+                          bundle=bundle, geometry=geometry)
+    return LearnedSetup(mol=mol, auxmol=auxmol, bundle=bundle,
+                        inputs=make_learned_inputs(functional, bundle, geometry), guess=guess,
+                        with_forces=bool(with_forces))
+
+
 def solve_molecule_learned(molecule, functional, info=None, *, init: str = "projminao",
                            steps: int = 1000, lr: float | None = None, xc: str | None = None,
                            rule: str = "iid", gtol: float = 1e-4, basis: str | None = None,
@@ -109,7 +170,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
                            pad_grid_blocks: int = 1,
                            grid_dtype: str = "float64", optimizer: str = "sgd",
                            stop_at_gtol: bool | None = None,
-                           negative_density_penalty: float = 0.0) -> tuple[dict, object]:
+                           negative_density_penalty: float = 0.0, store_coeffs: bool = False,
+                           setup: "LearnedSetup | None" = None) -> tuple[dict, object]:
     """Optimise the density of ``molecule`` with a learned functional (see module docstring).
 
     Args:
@@ -125,20 +187,18 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
         checkpoint's step size is the default, otherwise the optimiser's own (a step size tuned
         for SGD means nothing to L-BFGS).
       negative_density_penalty: the paper's optional penalty (``ts_res`` only: it needs the grid).
+      store_coeffs: keep the ``(n, naux)`` coefficient trajectory in the result.
+      setup: the molecule already prepared by :func:`prepare_learned_molecule` with the same
+        basis, grid level, XC and ``init`` (it is then not rebuilt).
 
     Returns:
       ``(summary dict, SolveResult)``; the summary has the keys of ``mofdft solve``.
     """
     from mofdft_jax.config import ensure_x64
-    from mofdft_jax.model.functional import UnseenElementError
     from mofdft_jax.molecules import InputError
-    from mofdft_jax.qchem.basis import PAPER_BASIS, make_auxmol, make_mol
-    from mofdft_jax.qchem.guesses import initial_guess
-    from mofdft_jax.qchem.integrals import build_integral_bundle
-    from mofdft_jax.qchem.settings import PAPER_SETTINGS
+    from mofdft_jax.qchem.basis import PAPER_BASIS
     from mofdft_jax.commands.solve import make_progress, make_progress_callback, solver_summary
     from mofdft_jax.solver import get_optimizer, resolve_solver_defaults, solve
-    from mofdft_jax.solver.learned import make_learned_inputs
 
     ensure_x64()
     t_start = time.perf_counter()
@@ -169,41 +229,27 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = "proj
 
     progress = make_progress(console)
     with progress:
-        setup = progress.add_task(f"{molecule.name}: integrals", total=None, info="")
-        mol = make_mol(molecule, basis)
-        try:
-            functional.check_elements(mol.atom_charges())
-        except UnseenElementError as exc:
-            raise InputError(f"{molecule.name}: {exc}") from None
-        auxmol = make_auxmol(mol)
-        natm, naux = mol.natm, auxmol.nao_nr()
-        from mofdft_jax.commands.solve import MAX_FORCE_INTEGRALS_BYTES, PYSCF_XC
-
-        with_forces = natm * 3 * naux * 8 <= MAX_FORCE_INTEGRALS_BYTES
-        bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level if needs_grid else None,
-                                       with_forces=with_forces,
-                                       with_overlap=functional.use_reparam
-                                       or spec.uses_metric,
-                                       grid_padding=(pad_grid_blocks, 1),
-                                       grid_dtype=grid_dtype)
-        geometry = functional.prepare(bundle)
-        progress.update(setup, description=f"{molecule.name}: initial guess ({init})")
-        settings = PAPER_SETTINGS.replace(basis=basis, grid_level=grid_level,
-                                          xc=PYSCF_XC.get(xc, xc))
-        guess = initial_guess(init, mol, auxmol, settings=settings, functional=functional,
-                              bundle=bundle, geometry=geometry)
-        progress.update(setup, visible=False)
+        stage = progress.add_task(f"{molecule.name}: integrals", total=None, info="")
+        if setup is None:
+            setup = prepare_learned_molecule(
+                molecule, functional, basis=basis, grid_level=grid_level, xc=xc, init=init,
+                pad_grid_blocks=pad_grid_blocks, grid_dtype=grid_dtype,
+                with_metric=spec.uses_metric,
+                on_stage=lambda text: progress.update(stage, description=text))
+        progress.update(stage, visible=False)
+        mol, auxmol, bundle, guess = setup.mol, setup.auxmol, setup.bundle, setup.guess
+        natm, naux, with_forces = mol.natm, auxmol.nao_nr(), setup.with_forces
         t_setup = time.perf_counter() - t_start
 
         energy_terms_fn = learned_energy_fn(functional, xc, negative_density_penalty)
-        inputs = make_learned_inputs(functional, bundle, geometry)
+        inputs = setup.inputs
         on_progress, task = make_progress_callback(
             progress, f"{molecule.name}: {label} {optimizer}", steps)
 
         t_solve0 = time.perf_counter()
         result = solve(energy_terms_fn, guess.coeffs, inputs, steps=steps, lr=lr, gtol=gtol,
                        rule=rule, optimizer=optimizer, stop_at_gtol=stop_at_gtol,
-                       progress=on_progress)
+                       progress=on_progress, store_coeffs=store_coeffs)
         solve_wall_s = time.perf_counter() - t_solve0
         progress.update(task, completed=steps + 1)
 

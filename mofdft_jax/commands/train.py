@@ -30,8 +30,9 @@ def dataset_family(recipe_name: str) -> str | None:
 
 
 def _parse_weights(text):
-    """``"E,G,D"``, ``"E,G,D,H"`` or ``"E,G,D,H,C"`` (or a sequence of 3–5 numbers) →
-    :class:`LossWeights` (H, C: the vector and scalar curvature terms, 0 unless given)."""
+    """``"E,G,D"`` up to ``"E,G,D,H,C,B"`` (or a sequence of 3–6 numbers) → :class:`LossWeights`
+    (H, C: the vector and scalar curvature terms; B: the visited-density bounds; 0 unless
+    given)."""
     from mofdft_jax.molecules import InputError
     from mofdft_jax.train.losses import LossWeights
 
@@ -40,9 +41,9 @@ def _parse_weights(text):
         values = [float(x) for x in parts]
     except (TypeError, ValueError):
         values = []
-    if len(values) not in (3, 4, 5) or any(v < 0 for v in values):
-        raise InputError(f"--loss-weights {text!r}: expected 3 to 5 non-negative numbers "
-                         "ENERGY,GRAD,DELTA[,CURVATURE[,QUADRATIC]] (e.g. 1,0.1,0.08)")
+    if len(values) not in (3, 4, 5, 6) or any(v < 0 for v in values):
+        raise InputError(f"--loss-weights {text!r}: expected 3 to 6 non-negative numbers "
+                         "ENERGY,GRAD,DELTA[,CURVATURE[,QUADRATIC[,BOUND]]] (e.g. 1,0.1,0.08)")
     return LossWeights(*values)
 
 
@@ -66,10 +67,15 @@ def train_command(
                                  "epochs (paper: 20)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, shuffling and dropout."),
     loss_weights: str = typer.Option(None, "--loss-weights", help="ENERGY,GRAD,DELTA[,CURVATURE"
-                                     "[,QUADRATIC]] loss weights (default: the paper's Table S4 "
-                                     "row for the dataset and target, else 1,0.1,0.08; the "
-                                     "curvature terms need labels made with "
-                                     "response_directions > 0)."),
+                                     "[,QUADRATIC[,BOUND]]] loss weights (default: the paper's "
+                                     "Table S4 row for the dataset and target, else 1,0.1,0.08; "
+                                     "the curvature terms need labels made with "
+                                     "response_directions > 0; BOUND weighs the visited-density "
+                                     "bounds, default 1 with --visited)."),
+    visited: list[str] = typer.Option(None, "--visited", help="Directory written by mofdft "
+                                      "sample-visited (repeatable: sampling rounds accumulate); "
+                                      "its densities train the variational, descent and "
+                                      "convexity bounds."),
     norm: str = typer.Option("l2", "--norm", help="Norm of the gradient and Δp losses: l2 "
                              "(Euclidean) or l1 (sum of absolute values)."),
     dropout: float = typer.Option(None, "--dropout", min=0.0, max=1.0, help="Override the "
@@ -112,8 +118,8 @@ def train_command(
                         loss_weights=loss_weights, norm=norm, dropout=dropout,
                         no_grad_labels=no_grad_labels, ground_state_only=ground_state_only,
                         no_local_frames=no_local_frames, no_reparam=no_reparam,
-                        parity=parity, filter_kcal=filter_kcal, eval_test=eval_test, eval_steps=eval_steps,
-                        console=console)
+                        parity=parity, filter_kcal=filter_kcal, eval_test=eval_test,
+                        eval_steps=eval_steps, visited=visited or (), console=console)
     if json_output:
         typer.echo(json.dumps(summary))
     else:
@@ -127,11 +133,12 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
               no_grad_labels: bool = False, ground_state_only: bool = False,
               no_local_frames: bool = False, no_reparam: bool = False, parity: bool = False,
               filter_kcal: float | None = None, eval_test: int = 0, eval_steps: int = 1000,
-              console=None, on_epoch=None) -> dict:
+              visited=(), console=None, on_epoch=None) -> dict:
     """Everything ``mofdft train`` does; returns the JSON summary."""
     import dataclasses
 
     import jax
+    import numpy as np
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
@@ -165,6 +172,9 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
             weights = LossWeights()
     if no_grad_labels:
         weights = dataclasses.replace(weights, grad=0.0)
+    explicit_bound = loss_weights is not None and len(str(loss_weights).split(",")) == 6
+    if visited and not explicit_bound:
+        weights = dataclasses.replace(weights, bound=1.0)
     changes = {"seed": seed, "weights": weights, "norm": norm}
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("peak_lr", lr),
                        ("warmup_steps", warmup), ("patience", patience)):
@@ -189,6 +199,7 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
             data, target=target, split_names=("train", "val"), splits=splits,
             ground_state_only=ground_state_only, filter_above_ground_kcal=filter_kcal,
             use_local_frames=not no_local_frames, use_reparam=not no_reparam,
+            visited=tuple(visited),
             progress=lambda done, total: progress.update(task, completed=done, total=total))
     molecules = prepared.splits["train"] + prepared.splits["val"]
     shape = (max(len(m.atom_numbers) for m in molecules), max(len(m.aux_atom) for m in molecules))
@@ -200,13 +211,16 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
                                          use_local_frames=not no_local_frames,
                                          use_reparam=not no_reparam, parity_symmetric=parity)
     n_params = count_parameters(functional.model)
+    n_visited = int(train_set.n_steps - np.sum(train_set.label_weight))
     console.print(f"  {train_set.n_molecules} train / "
                   f"{0 if val_set is None else val_set.n_molecules} val molecules, "
                   f"{train_set.n_steps} / {0 if val_set is None else val_set.n_steps} labelled "
                   f"steps; model {config} ({n_params:,} parameters); target {target}; "
                   f"loss weights {weights.energy:g}/{weights.grad:g}/{weights.delta:g}"
                   + (f"/{weights.hvp:g}/{weights.curv:g} (curvature)"
-                     if weights.hvp or weights.curv else "") + "; "
+                     if weights.hvp or weights.curv else "")
+                  + (f"/{weights.bound:g} (bounds at {n_visited} visited densities)"
+                     if visited else "") + "; "
                   + ("parity-symmetric; " if parity else "") +
                   f"{len(jax.local_devices())} device(s)", highlight=False)
 
@@ -223,6 +237,7 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
         "ablations": {"no_grad_labels": no_grad_labels, "ground_state_only": ground_state_only,
                       "no_local_frames": no_local_frames, "no_reparam": no_reparam},
         "parity_symmetric": parity,
+        "visited": [str(v) for v in visited],
         "model_config_name": config,
         "n_parameters": n_params,
         "splits": {name: len(files) for name, files in splits.items()},
@@ -249,6 +264,10 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
                 + (f", curvature {metrics['train_hvp_loss']:.3g} / "
                    f"{metrics['train_curv_loss']:.3g} kcal/mol"
                    if metrics.get("train_hvp_loss") or metrics.get("train_curv_loss") else "")
+                + (f", bounds {metrics['train_bound_var_kcal']:.3g}/"
+                   f"{metrics['train_bound_desc_kcal']:.3g}/"
+                   f"{metrics['train_bound_conv_kcal']:.3g} kcal/mol"
+                   if "train_bound_var_kcal" in metrics else "")
                 + f")  {val}"
                 f"lr {metrics['lr']:.2e}  {metrics['epoch_wall_s']:.1f} s"
                 + ("  *" if metrics["improved"] else ""), highlight=False)
@@ -279,6 +298,7 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
         "n_train_molecules": train_set.n_molecules,
         "n_val_molecules": 0 if val_set is None else val_set.n_molecules,
         "n_train_steps": train_set.n_steps,
+        "n_train_visited": n_visited,
         "n_val_steps": 0 if val_set is None else val_set.n_steps,
         "epochs": result.epochs,
         "steps": result.steps,

@@ -89,8 +89,9 @@ def density_basis_data(dataset: Dataset, file: str, numbers, coords_bohr, *,
 
 
 def data_fingerprint(dataset: Dataset, files: dict, *, target: str, ground_state_only: bool,
-                     filter_above_ground_kcal: float | None) -> str:
-    """SHA-256 of the label settings, the target, the filters and the shard hashes per split."""
+                     filter_above_ground_kcal: float | None, visited: Sequence = ()) -> str:
+    """SHA-256 of the label settings, the target, the filters and the shard hashes per split
+    (and of the visited-density samples, when there are any)."""
     record = {
         "label_settings": dataset.label_settings,
         "target": target,
@@ -99,6 +100,8 @@ def data_fingerprint(dataset: Dataset, files: dict, *, target: str, ground_state
         "splits": {name: [[f, dataset.entry(f).get("sha256", "")] for f in fs]
                    for name, fs in sorted(files.items())},
     }
+    if visited:
+        record["visited"] = [list(v) for v in visited]
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -107,7 +110,8 @@ def prepare_training_data(directory: str | os.PathLike, *, target: str = "ts_res
                           splits: dict | None = None, ground_state_only: bool = False,
                           filter_above_ground_kcal: float | None = None,
                           use_local_frames: bool = True, use_reparam: bool = True,
-                          grad_scale_kind: str = "max", progress=None) -> PreparedData:
+                          grad_scale_kind: str = "max", visited: Sequence = (),
+                          progress=None) -> PreparedData:
     """Read a dataset and prepare the requested splits for :func:`mofdft_jax.train.loop.train`.
 
     Args:
@@ -120,6 +124,9 @@ def prepare_training_data(directory: str | os.PathLike, *, target: str = "ts_res
       filter_above_ground_kcal: drop steps this far above the ground state ("filter500").
       use_local_frames, use_reparam: adapter switches (ablations, spec §5.6 Table S9).
       grad_scale_kind: ``max`` (SI B.3.1) or ``mean`` (Eq. 5) gradient scale for λ.
+      visited: directories written by ``mofdft sample-visited`` (:mod:`mofdft_jax.data.visited`):
+        their densities join their molecules' rows in the train and val splits (label weight 0,
+        bound constants; not in the statistics). A sample of a test-split molecule is an error.
       progress: optional ``fn(done, total)`` called after each molecule.
     """
     dataset = open_dataset(directory)
@@ -133,6 +140,15 @@ def prepare_training_data(directory: str | os.PathLike, *, target: str = "ts_res
     if not all_splits["train"]:
         raise InputError(f"{dataset.directory}: the training split is empty "
                          f"({len(dataset)} completed shards)")
+    visited_samples, visited_record = {}, []
+    if visited:
+        from mofdft_jax.data.visited import read_visited
+
+        visited_samples, visited_record = read_visited(visited, dataset)
+        leaked = sorted(set(visited_samples) & set(all_splits.get("test", [])))
+        if leaked:
+            raise InputError(f"visited densities of {len(leaked)} test-split molecule(s) (e.g. "
+                             f"{leaked[0]}): the test split must stay unseen")
     total = sum(len(all_splits[s]) for s in split_names)
     done = 0
     raw: dict[str, list] = {}
@@ -162,16 +178,25 @@ def prepare_training_data(directory: str | os.PathLike, *, target: str = "ts_res
         name: [transform_molecule_labels(item.file, item.numbers, item.coords_bohr, geometry,
                                          item.coeffs, item.grad, item.energy, item.p_ref, norm,
                                          response_dp=item.response_dp,
-                                         response_hvp=item.response_hvp)
+                                         response_hvp=item.response_hvp,
+                                         **_visited_rows(visited_samples.get(item.file)))
                for item, geometry, norm in items]
         for name, items in raw.items()
     }
     fingerprint = data_fingerprint(dataset, kept_files, target=target,
                                    ground_state_only=ground_state_only,
-                                   filter_above_ground_kcal=filter_above_ground_kcal)
+                                   filter_above_ground_kcal=filter_above_ground_kcal,
+                                   visited=visited_record)
     return PreparedData(splits=prepared, files=kept_files, statistics=statistics,
                         fingerprint=fingerprint, label_settings=dataset.label_settings,
                         directory=str(dataset.directory))
+
+
+def _visited_rows(samples) -> dict:
+    """Keyword arguments of :func:`transform_molecule_labels` for a molecule's visited samples."""
+    if samples is None:
+        return {}
+    return {"visited_coeffs": samples.coeffs, "visited_bounds": samples.bounds}
 
 
 def molecules_of(prepared: PreparedData, split: str) -> list[MoleculeData]:

@@ -47,6 +47,10 @@ class MoleculeData(NamedTuple):
       energy: ``(K,)`` labels in kcal/mol.
       response_dp, response_hvp: ``(K, M, naux)`` curvature labels δp′ and ∇²T δp′ (kcal/mol), or
         ``None`` when the data have none.
+      label_weight: ``(K,)`` 1 for a labelled step, 0 for a visited density (its energy and
+        gradient are 0 placeholders); ``None``: all labelled.
+      bounds: ``(K, 3)`` visited-density bound constants (kcal/mol; NaN where none applies, on
+        every labelled step); ``None``: no visited rows.
     """
 
     name: str
@@ -61,6 +65,8 @@ class MoleculeData(NamedTuple):
     energy: np.ndarray
     response_dp: np.ndarray | None = None
     response_hvp: np.ndarray | None = None
+    label_weight: np.ndarray | None = None
+    bounds: np.ndarray | None = None
 
 
 #: The steps of a molecule are padded to a multiple of this before the (jitted) transform.
@@ -111,8 +117,14 @@ def _padded_rows(x) -> jax.Array:
 
 def transform_molecule_labels(name: str, atom_numbers, coords, geometry: AdapterGeometry,
                               coeffs, grads, energies, ground_coeffs, norm, *,
-                              response_dp=None, response_hvp=None) -> MoleculeData:
+                              response_dp=None, response_hvp=None, visited_coeffs=None,
+                              visited_bounds=None) -> MoleculeData:
     """Map the raw labels of one molecule into p′ space (see module docstring).
+
+    Visited densities (``visited_coeffs`` ``(V, naux)`` raw p_v with ``visited_bounds`` ``(V, 3)``
+    kcal/mol, :mod:`mofdft_jax.data.visited`) are appended as rows with label weight 0, zero
+    energy/gradient placeholders, zero curvature labels and Δ′ = p′* − p′_v (the ProjMINAO head
+    is thus also trained at the densities the solver starts from and passes through).
 
     Args:
       atom_numbers: ``(natm,)``; coords: ``(natm, 3)`` Bohr.
@@ -123,6 +135,22 @@ def transform_molecule_labels(name: str, atom_numbers, coords, geometry: Adapter
     """
     coeffs = np.asarray(coeffs, dtype=np.float64)
     grads = np.asarray(grads, dtype=np.float64)
+    energies = np.asarray(energies, dtype=np.float64)
+    n_label = coeffs.shape[0]
+    label_weight = bounds = None
+    if visited_coeffs is not None and len(visited_coeffs):
+        visited = np.asarray(visited_coeffs, dtype=np.float64)
+        n_visit = visited.shape[0]
+        coeffs = np.concatenate([coeffs, visited])
+        grads = np.concatenate([grads, np.zeros_like(visited)])
+        energies = np.concatenate([energies, np.zeros(n_visit)])
+        label_weight = np.concatenate([np.ones(n_label), np.zeros(n_visit)])
+        bounds = np.concatenate([np.full((n_label, 3), np.nan),
+                                 np.asarray(visited_bounds, dtype=np.float64).reshape(n_visit, 3)])
+        if response_dp is not None and response_hvp is not None:
+            pad = ((0, n_visit), (0, 0), (0, 0))
+            response_dp = np.pad(np.asarray(response_dp, dtype=np.float64), pad)
+            response_hvp = np.pad(np.asarray(response_hvp, dtype=np.float64), pad)
     nstep = coeffs.shape[0]
     f64 = lambda x: jnp.asarray(np.asarray(x, dtype=np.float64))  # noqa: E731
     p, g, d, w = jax.device_get(_transform_fn()(_padded_rows(coeffs), _padded_rows(grads),
@@ -135,8 +163,9 @@ def transform_molecule_labels(name: str, atom_numbers, coords, geometry: Adapter
                         aux_slot=np.asarray(geometry.aux_slot, dtype=np.int32),
                         norm=np.asarray(w), coeffs=np.asarray(p), grad=np.asarray(g),
                         delta=np.asarray(d),
-                        energy=np.asarray(energies, dtype=np.float64) * HARTREE_TO_KCAL,
-                        response_dp=r_dp, response_hvp=r_hvp)
+                        energy=energies * HARTREE_TO_KCAL,
+                        response_dp=r_dp, response_hvp=r_hvp, label_weight=label_weight,
+                        bounds=bounds)
 
 
 class TrainingSet(NamedTuple):
@@ -151,6 +180,8 @@ class TrainingSet(NamedTuple):
       coeffs, grad, delta: ``(S, naux_max)`` (0 on padding); energy: ``(S,)`` kcal/mol.
       response_dp, response_hvp: ``(S, M, naux_max)`` curvature labels (M = 0: none; M is the
         smallest count over the molecules).
+      label_weight: ``(S,)`` 1 labelled step, 0 visited density; bounds: ``(S, 3)`` their bound
+        constants (NaN: none).
     """
 
     names: tuple
@@ -166,6 +197,8 @@ class TrainingSet(NamedTuple):
     energy: np.ndarray
     response_dp: np.ndarray | None = None
     response_hvp: np.ndarray | None = None
+    label_weight: np.ndarray | None = None
+    bounds: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -207,6 +240,8 @@ def make_training_set(molecules: Sequence[MoleculeData], natm_max: int | None = 
     n_resp = min(0 if m.response_dp is None else m.response_dp.shape[1] for m in molecules)
     response_dp = np.zeros((nstep, n_resp, naux_max))
     response_hvp = np.zeros((nstep, n_resp, naux_max))
+    label_weight = np.ones(nstep)
+    bounds = np.full((nstep, 3), np.nan)
     s = 0
     for i, m in enumerate(molecules):
         natm, naux, k = len(m.atom_numbers), len(m.aux_atom), m.energy.shape[0]
@@ -226,11 +261,16 @@ def make_training_set(molecules: Sequence[MoleculeData], natm_max: int | None = 
         if n_resp:
             response_dp[s:s + k, :, :naux] = m.response_dp[:, :n_resp]
             response_hvp[s:s + k, :, :naux] = m.response_hvp[:, :n_resp]
+        if m.label_weight is not None:
+            label_weight[s:s + k] = m.label_weight
+        if m.bounds is not None:
+            bounds[s:s + k] = m.bounds
         s += k
     return TrainingSet(names=tuple(m.name for m in molecules), atom_numbers=atom_numbers,
                        coords=coords, aux_atom=aux_atom, aux_slot=aux_slot, norm=norm,
                        step_molecule=step_molecule, coeffs=coeffs, grad=grad, delta=delta,
-                       energy=energy, response_dp=response_dp, response_hvp=response_hvp)
+                       energy=energy, response_dp=response_dp, response_hvp=response_hvp,
+                       label_weight=label_weight, bounds=bounds)
 
 
 def gather_batch(data: TrainingSet, indices: np.ndarray, batch_size: int) -> StepInputs:
@@ -251,7 +291,11 @@ def gather_batch(data: TrainingSet, indices: np.ndarray, batch_size: int) -> Ste
                       coeffs=data.coeffs[idx], grad=data.grad[idx], delta=data.delta[idx],
                       norm=data.norm[mol], energy=data.energy[idx], weight=weight,
                       response_dp=_rows(data.response_dp, idx, data.coeffs.shape[1]),
-                      response_hvp=_rows(data.response_hvp, idx, data.coeffs.shape[1]))
+                      response_hvp=_rows(data.response_hvp, idx, data.coeffs.shape[1]),
+                      label_weight=(np.ones(batch_size) if data.label_weight is None
+                                    else data.label_weight[idx]),
+                      bounds=(np.full((batch_size, 3), np.nan) if data.bounds is None
+                              else data.bounds[idx]))
 
 
 def _rows(x, idx, naux: int) -> np.ndarray:

@@ -334,14 +334,24 @@ def _padded_batch(batch_size: int, n_devices: int) -> int:
 
 
 def _sums_to_metrics(sums: dict, prefix: str) -> dict:
+    """Per-row means of the batch sums of :func:`~mofdft_jax.train.losses.batch_loss`: the label
+    terms over the labelled rows, Δp and the loss over all rows, the bound violations (kcal/mol)
+    over the visited rows (absent without them)."""
     n = max(float(sums["n"]), 1.0)
-    return {f"{prefix}loss": float(sums["loss"]) / n,
-            f"{prefix}energy_mae_kcal": float(sums["energy_abs"]) / n,
-            f"{prefix}energy_rmse_kcal": math.sqrt(float(sums["energy_sq"]) / n),
-            f"{prefix}grad_loss": float(sums["grad"]) / n,
-            f"{prefix}delta_loss": float(sums["delta"]) / n,
-            f"{prefix}hvp_loss": float(sums.get("hvp", 0.0)) / n,
-            f"{prefix}curv_loss": float(sums.get("curv", 0.0)) / n}
+    n_label = max(float(sums.get("n_labelled", sums["n"])), 1.0)
+    metrics = {f"{prefix}loss": float(sums["loss"]) / n,
+               f"{prefix}energy_mae_kcal": float(sums["energy_abs"]) / n_label,
+               f"{prefix}energy_rmse_kcal": math.sqrt(float(sums["energy_sq"]) / n_label),
+               f"{prefix}grad_loss": float(sums["grad"]) / n_label,
+               f"{prefix}delta_loss": float(sums["delta"]) / n,
+               f"{prefix}hvp_loss": float(sums.get("hvp", 0.0)) / n_label,
+               f"{prefix}curv_loss": float(sums.get("curv", 0.0)) / n_label}
+    n_bounded = float(sums.get("n_bounded", 0.0))
+    if n_bounded > 0:
+        metrics[f"{prefix}n_visited"] = int(round(n_bounded))
+        for kind in ("var", "desc", "conv"):
+            metrics[f"{prefix}bound_{kind}_kcal"] = float(sums[f"bound_{kind}"]) / n_bounded
+    return metrics
 
 
 def _split_functional(functional: LearnedFunctional):

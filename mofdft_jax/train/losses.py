@@ -73,6 +73,7 @@ class LossWeights:
     delta: float = 0.08
     hvp: float = 0.0
     curv: float = 0.0
+    bound: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,6 +113,10 @@ class StepInputs(NamedTuple):
       weight: ``()`` 1 for a real step, 0 for a padding row of a batch.
       response_dp: ``(M, naux)`` curvature directions δp′ (``None`` or M = 0: none).
       response_hvp: ``(M, naux)`` their Hessian-vector labels ∇²T δp′ in kcal/mol.
+      label_weight: ``()`` 1 for a labelled step, 0 for a visited density (no energy/gradient
+        label: only the Δp and bound terms); ``None``: 1.
+      bounds: ``(3,)`` constants k_var, k_desc, k_conv (kcal/mol) of :class:`VisitedBounds` at a
+        visited density, NaN where a bound does not apply (every labelled step); ``None``: none.
     """
 
     atom_numbers: Int[Array, "natm"]
@@ -126,6 +131,8 @@ class StepInputs(NamedTuple):
     weight: Float[Array, ""]
     response_dp: Optional[Float[Array, "m naux"]] = None
     response_hvp: Optional[Float[Array, "m naux"]] = None
+    label_weight: Optional[Float[Array, ""]] = None
+    bounds: Optional[Float[Array, "3"]] = None
 
 
 class StepLosses(NamedTuple):
@@ -137,6 +144,7 @@ class StepLosses(NamedTuple):
     energy_error: Float[Array, ""]   # T_θ − T, kcal/mol (signed)
     hvp: Float[Array, ""] = 0.0      # mean relative error of ∇²T_θ δp′ (0 without labels)
     curv: Float[Array, ""] = 0.0     # mean |δp′ᵀ∇²T_θ δp′ − δp′ᵀr′|, kcal/mol
+    bound: Float[Array, "3"] = None  # hinge violations of the visited bounds, kcal/mol (3,)
 
 
 def safe_norm(x: Float[Array, "..."], kind: str = "l2") -> Float[Array, ""]:
@@ -205,6 +213,16 @@ def step_losses(functional, step: StepInputs, *, key=None, inference: bool = Tru
     else:
         delta_loss = jnp.zeros((), dtype=energy.dtype)
     error = energy - step.energy
+    if step.bounds is not None:
+        # ∇T_θᵀ(p_v − p*) in p′ space: the gradient in kcal/mol per unit p′, δ′ = −Δ′
+        grad_dot_delta = -jnp.dot(gather_from_slots(grad_slots, geometry), step.delta)
+        applies = jnp.isfinite(step.bounds)
+        constants = jnp.where(applies, step.bounds, 0.0)
+        violations = visited_bound_violations(energy, grad_dot_delta,
+                                              VisitedBounds(*constants))
+        bound = jnp.where(applies, violations, 0.0)
+    else:
+        bound = jnp.zeros(3, dtype=energy.dtype)
     if with_hvp and has_response_labels(step):
         def grad_slots_fn(s):
             return jax.grad(lambda q: energy_fn(q)[0])(s)
@@ -222,7 +240,7 @@ def step_losses(functional, step: StepInputs, *, key=None, inference: bool = Tru
     else:
         hvp_loss = curv_loss = jnp.zeros((), dtype=energy.dtype)
     return StepLosses(energy=jnp.abs(error), grad=grad_loss, delta=delta_loss, energy_error=error,
-                      hvp=hvp_loss, curv=curv_loss)
+                      hvp=hvp_loss, curv=curv_loss, bound=bound)
 
 
 def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
@@ -236,9 +254,14 @@ def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
         the gradient term for monitoring (it does not enter the loss).
       key: dropout key (split per row) when ``inference`` is False.
 
+    Rows with ``label_weight`` 0 (visited densities) enter only through the Δp term and the hinge
+    violations of their bounds (weight ξ_bound, the sum of the three violations in kcal/mol).
+
     Returns:
       ``(loss, sums)``: the scalar loss Σ_b w_b L_b / Σ_b w_b and a dict of the batch sums
-      ``n`` (real rows), ``energy_abs``, ``energy_sq``, ``grad``, ``delta``, ``loss`` for metrics.
+      ``n`` (real rows), ``n_labelled``, ``n_bounded`` (rows with bounds), ``energy_abs``,
+      ``energy_sq``, ``grad``, ``hvp``, ``curv`` (labelled rows), ``delta``, ``bound_var``,
+      ``bound_desc``, ``bound_conv``, ``loss`` for metrics.
     """
     nbatch = batch.weight.shape[0]
     keys = (jax.random.split(key, nbatch) if key is not None
@@ -252,14 +275,21 @@ def batch_loss(functional, batch: StepInputs, weights: LossWeights, *, key=None,
 
     per = jax.vmap(one)(batch, keys)
     w = batch.weight
-    total = (weights.energy * per.energy + weights.grad * per.grad + weights.delta * per.delta
-             + weights.hvp * per.hvp + weights.curv * per.curv)
+    labelled = w if batch.label_weight is None else w * batch.label_weight
+    bounded = (jnp.zeros_like(w) if batch.bounds is None
+               else w * jnp.any(jnp.isfinite(batch.bounds), axis=-1))
+    total = (labelled * (weights.energy * per.energy + weights.grad * per.grad
+                         + weights.hvp * per.hvp + weights.curv * per.curv)
+             + w * weights.delta * per.delta + w * weights.bound * jnp.sum(per.bound, axis=-1))
     n = jnp.sum(w)
-    loss = jnp.sum(w * total) / jnp.maximum(n, 1.0)
-    sums = {"n": n, "loss": jnp.sum(w * total), "energy_abs": jnp.sum(w * per.energy),
-            "energy_sq": jnp.sum(w * per.energy_error ** 2), "grad": jnp.sum(w * per.grad),
-            "delta": jnp.sum(w * per.delta), "hvp": jnp.sum(w * per.hvp),
-            "curv": jnp.sum(w * per.curv)}
+    loss = jnp.sum(total) / jnp.maximum(n, 1.0)
+    sums = {"n": n, "n_labelled": jnp.sum(labelled), "n_bounded": jnp.sum(bounded),
+            "loss": jnp.sum(total), "energy_abs": jnp.sum(labelled * per.energy),
+            "energy_sq": jnp.sum(labelled * per.energy_error ** 2),
+            "grad": jnp.sum(labelled * per.grad), "delta": jnp.sum(w * per.delta),
+            "hvp": jnp.sum(labelled * per.hvp), "curv": jnp.sum(labelled * per.curv),
+            "bound_var": jnp.sum(w * per.bound[:, 0]), "bound_desc": jnp.sum(w * per.bound[:, 1]),
+            "bound_conv": jnp.sum(w * per.bound[:, 2])}
     return loss, sums
 
 

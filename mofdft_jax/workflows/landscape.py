@@ -77,11 +77,10 @@ def landscape_at_reference(functional, info, labels, *, steps: int = 1000, init:
     import jax
     import jax.numpy as jnp
 
-    from mofdft_jax.commands.learned_solve import learned_energy_fn, solve_molecule_learned
-    from mofdft_jax.qchem.basis import make_auxmol, make_mol
-    from mofdft_jax.qchem.integrals import build_integral_bundle
+    from mofdft_jax.commands.learned_solve import (learned_energy_fn, prepare_learned_molecule,
+                                                   solve_molecule_learned)
+    from mofdft_jax.solver import get_optimizer
     from mofdft_jax.solver.energy import sum_terms
-    from mofdft_jax.solver.learned import make_learned_inputs
     from mofdft_jax.units import HARTREE_TO_KCAL
 
     settings = labels.settings
@@ -90,12 +89,10 @@ def landscape_at_reference(functional, info, labels, *, steps: int = 1000, init:
     e_ks = float(labels.ks_energy["e_tot"])
     p_ref = np.asarray(labels.p_ref, dtype=np.float64)
 
-    mol = make_mol(labels.molecule, basis)
-    auxmol = make_auxmol(mol)
-    needs_grid = functional.target == "ts_res"
-    bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level if needs_grid else None,
-                                   with_forces=False, with_overlap=functional.use_reparam)
-    inputs = make_learned_inputs(functional, bundle, functional.prepare(bundle))
+    setup = prepare_learned_molecule(labels.molecule, functional, basis=basis,
+                                     grid_level=grid_level, xc=xc, init=init, with_forces=False,
+                                     with_metric=get_optimizer(optimizer).uses_metric)
+    bundle, inputs = setup.bundle, setup.inputs
     energy_terms_fn = learned_energy_fn(functional, xc)
 
     def total(p, inputs):
@@ -118,17 +115,9 @@ def landscape_at_reference(functional, info, labels, *, steps: int = 1000, init:
     if steps:
         summary, result = solve_molecule_learned(
             labels.molecule, functional, info, init=init, steps=steps, lr=lr, xc=xc,
-            basis=basis, grid_level=grid_level, optimizer=optimizer, gtol=gtol)
-        from mofdft_jax.commands.solve import PYSCF_XC
-        from mofdft_jax.qchem.guesses import initial_guess
-        from mofdft_jax.qchem.settings import PAPER_SETTINGS
-
-        guess_settings = PAPER_SETTINGS.replace(basis=basis, grid_level=grid_level,
-                                                xc=PYSCF_XC.get(xc, xc))
-        guess = initial_guess(init, mol, auxmol, settings=guess_settings, functional=functional,
-                              bundle=bundle, geometry=inputs.geometry)
+            basis=basis, grid_level=grid_level, optimizer=optimizer, gtol=gtol, setup=setup)
         out.update({
-            "init_distance": coulomb_distance(guess.coeffs, p_ref, coulomb),
+            "init_distance": coulomb_distance(setup.guess.coeffs, p_ref, coulomb),
             "final_distance": coulomb_distance(result.coeffs_final, p_ref, coulomb),
             "energy_error_final_kcal": (result.energy_final - e_ks) * HARTREE_TO_KCAL,
             "energy_error_chosen_kcal": (result.energy - e_ks) * HARTREE_TO_KCAL,

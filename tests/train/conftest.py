@@ -45,4 +45,20 @@ def tiny_prepared(tiny_dataset):
                                  splits={"train": files, "val": files[:1]})
 
 
+#: ``mofdft train`` options of the tiny model.
+TRAIN = ["--config", "tiny", "--dropout", "0", "--batch-size", "8", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_dataset, tmp_path_factory):
+    """A checkpoint trained by the CLI for 2 epochs (target ts_res) on the tiny dataset."""
+    from mofdft_jax.cli import main
+
+    out = tmp_path_factory.mktemp("cli") / "water_methane"
+    code = main(["train", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "2",
+                 "--json", *TRAIN])
+    assert code == 0
+    return out
+
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))

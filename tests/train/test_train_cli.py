@@ -9,6 +9,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TRAIN
 
 from mofdft_jax.cli import main
 from mofdft_jax.model.checkpoint import load_checkpoint
@@ -16,23 +17,12 @@ from mofdft_jax.model.checkpoint import load_checkpoint
 WATER_XYZ = "3\nwater\nO 0.0 0.0 0.1173\nH 0.0 0.7572 -0.4692\nH 0.0 -0.7572 -0.4692\n"
 AMMONIA_XYZ = ("4\nammonia\nN 0.0 0.0 0.1162\nH 0.0 0.9397 -0.2711\nH 0.8138 -0.4699 -0.2711\n"
                "H -0.8138 -0.4699 -0.2711\n")
-TRAIN = ["--config", "tiny", "--dropout", "0", "--batch-size", "8", "--lr", "1e-3"]
 
 
 def run_json(capsys, args):
     code = main(args)
     captured = capsys.readouterr()
     return code, (json.loads(captured.out) if code == 0 else None), captured.err
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_dataset, tmp_path_factory):
-    """A checkpoint trained by the CLI for 2 epochs (target ts_res) and its JSON summary."""
-    out = tmp_path_factory.mktemp("cli") / "water_methane"
-    code = main(["train", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "2",
-                 "--json", *TRAIN])
-    assert code == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def test_train_json_resume_and_mismatch(trained, tiny_dataset, capsys):
     assert info.extra["solver_defaults"] == {"basis": "sto-3g", "grid_level": 0, "xc": "pbe",
                                              "lr": 1e-3}
     assert info.extra["train_config"]["weights"] == {"energy": 1.0, "grad": 0.1, "delta": 0.08,
-                                                     "hvp": 0.0, "curv": 0.0}
+                                                     "hvp": 0.0, "curv": 0.0, "bound": 0.0}
     assert len(info.data_fingerprint) == 64
     # rerunning the finished command resumes at its end: no new step, same summary
     code, data, _ = run_json(capsys, ["train", "--data", str(tiny_dataset), "--out",
