@@ -56,32 +56,52 @@ def ks(
     file: Path = typer.Argument(..., help="Molecule file (.xyz, .pdb, .npz, .smi) or "
                                 "smiles:<SMILES>."),
     index: int = typer.Option(0, "--index", help="Which molecule of a multi-molecule file."),
-    basis: Optional[str] = typer.Option(None, "--basis", help="Orbital basis (paper: "
-                                        "6-31G(2df,p))."),
-    grid_level: Optional[int] = typer.Option(None, "--grid-level", help="PySCF grid level "
-                                             "(paper: 2)."),
+    basis: Optional[str] = typer.Option(None, "--basis", help="Orbital basis, a PySCF name "
+                                        "(paper: 6-31G(2df,p))."),
+    grid_level: Optional[int] = typer.Option(None, "--grid-level", help="PySCF grid level, 0 "
+                                             "to 9 (paper: 2)."),
     density_fit: str = typer.Option("auto", "--density-fit", help="auto (paper: DF above 30 "
                                     "atoms), on or off."),
-    xc: Optional[str] = typer.Option(None, "--xc", help="XC functional (paper: PBE)."),
-    conv_tol: Optional[float] = typer.Option(None, "--conv-tol", help="Energy convergence, Ha "
-                                             "(paper: 1 meV = 3.674932e-5)."),
+    xc: Optional[str] = typer.Option(None, "--xc", help="XC functional: pbe (paper) or lda, the "
+                                     "functionals of mofdft solve --xc."),
+    conv_tol: Optional[float] = typer.Option(None, "--conv-tol", help="Energy convergence, Ha, "
+                                             "> 0 (paper: 1 meV = 3.674932e-5)."),
+    max_cycle: Optional[int] = typer.Option(None, "--max-cycle", help="Maximum SCF cycles, "
+                                            ">= 1 (default 50)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
-    """One KS-DFT reference (restricted PBE/6-31G(2df,p), grid 2, 1 meV, DIIS, MINAO)."""
+    """One KS-DFT reference (restricted PBE/6-31G(2df,p), grid 2, 1 meV, DIIS, MINAO).
+
+    An SCF that does not converge within --max-cycle cycles is an error (exit status 1, the last
+    energy change on stderr, nothing on stdout).
+    """
     from rich.console import Console
 
+    from mofdft_jax.commands.solve import (PYSCF_XC, check_basis_option, check_choice,
+                                           check_grid_level_option, check_positive)
     from mofdft_jax.molecules import InputError
     from mofdft_jax.molecules.io import read_molecules
     from mofdft_jax.qchem.ksdft import run_ks
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
 
+    check_basis_option("--basis", basis)
+    check_grid_level_option("--grid-level", grid_level)
+    if xc is not None:
+        check_choice("--xc", xc.lower(), list(PYSCF_XC))
+    check_positive("--conv-tol", conv_tol)
+    if max_cycle is not None and max_cycle < 1:
+        raise typer.BadParameter(f"must be at least 1 (got {max_cycle})",
+                                 param_hint="'--max-cycle'")
+    fit = _density_fit_option(density_fit)
+
     molecules = read_molecules(str(file))
     if not 0 <= index < len(molecules):
         raise InputError(f"{file}: --index {index} out of range ({len(molecules)} molecule(s))")
     molecule = molecules[index]
-    changes = {"density_fit": _density_fit_option(density_fit)}
-    for name, value in (("basis", basis), ("grid_level", grid_level), ("xc", xc),
-                        ("conv_tol", conv_tol)):
+    changes = {"density_fit": fit}
+    for name, value in (("basis", basis), ("grid_level", grid_level),
+                        ("xc", None if xc is None else PYSCF_XC[xc.lower()]),
+                        ("conv_tol", conv_tol), ("max_cycle", max_cycle)):
         if value is not None:
             changes[name] = value
     settings = PAPER_SETTINGS.replace(**changes)
@@ -93,6 +113,15 @@ def ks(
                           f"ΔE = {delta_e:+.2e}")
 
         run = run_ks(molecule, settings, on_step=on_step)
+    if not run.converged:
+        e_tot = run.energies["e_tot"]
+        delta = float(e_tot[-1] - e_tot[-2]) if len(e_tot) > 1 else float("nan")
+        console.print(f"[bold red]error:[/] {molecule.name}: SCF not converged in "
+                      f"{settings.max_cycle} cycles (last ΔE = {delta:+.3e} Ha, --conv-tol "
+                      f"{settings.conv_tol:.3e}); no result: raise --max-cycle, or the closed-shell "
+                      "singlet may not be this molecule's ground state", highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(1)
     summary = ks_summary(run)
     if json_output:
         typer.echo(json.dumps(summary, indent=2))

@@ -22,9 +22,52 @@ def _optimizer_help() -> str:
     return optimizer_help()
 
 
-def _choices(name: str, value: str, allowed) -> str:
+# Option checks shared by ``mofdft solve`` and ``mofdft ks``: a bad value is a click usage error
+# (one line ``Error: Invalid value for '--name': ...``, exit status 2) raised before any work.
+
+def check_choice(name: str, value: str, allowed) -> str:
+    """``value`` if it is one of ``allowed`` (the keys of a registry), else a usage error listing
+    them."""
     if value not in allowed:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}",
+                                 param_hint=f"'{name}'")
+    return value
+
+
+_choices = check_choice
+
+
+def check_basis_option(name: str, value):
+    """``value`` (``None`` passes) if PySCF knows that orbital basis for H, C, N, O and F
+    (:func:`mofdft_jax.qchem.basis.check_basis`), else a usage error naming examples."""
+    if value is None:
+        return value
+    from mofdft_jax.molecules import InputError
+    from mofdft_jax.qchem.basis import check_basis
+
+    try:
+        return check_basis(value)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"'{name}'") from None
+
+
+def check_grid_level_option(name: str, value):
+    """``value`` (``None`` passes) if it is one of PySCF's grid levels
+    (:data:`mofdft_jax.qchem.grids.GRID_LEVELS`), else a usage error naming them."""
+    from mofdft_jax.qchem.grids import GRID_LEVELS
+
+    if value is not None and value not in GRID_LEVELS:
+        raise typer.BadParameter(f"{value} is not a PySCF grid level ({GRID_LEVELS[0]} to "
+                                 f"{GRID_LEVELS[-1]})", param_hint=f"'{name}'")
+    return value
+
+
+def check_positive(name: str, value):
+    """``value`` (``None`` passes) if it is a finite number > 0, else a usage error."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a positive number (got {value:g})",
                                  param_hint=f"'{name}'")
     return value
 
@@ -63,7 +106,7 @@ def solve_command(
     basis: str = typer.Option(None, "--basis", help="Orbital basis of the initial guess and the "
                               "KS reference (default: the paper's 6-31G(2df,p)). The density "
                               "basis is always the paper's even-tempered basis."),
-    grid_level: int = typer.Option(None, "--grid-level", min=0, max=9, help="PySCF grid level of "
+    grid_level: int = typer.Option(None, "--grid-level", help="PySCF grid level (0 to 9) of "
                                    "the kinetic and XC terms (paper: 2; a checkpoint defaults to "
                                    "the grid level of its labels)."),
     grid_dtype: str = typer.Option("float64", "--grid-dtype", help="Storage type of the basis "
@@ -100,6 +143,9 @@ def solve_command(
         _choices("--rule", rule, list(RULES))
     _choices("--optimizer", optimizer, list(OPTIMIZERS))
     _choices("--grid-dtype", grid_dtype, ["float64", "float32"])
+    check_basis_option("--basis", basis)
+    check_grid_level_option("--grid-level", grid_level)
+    check_positive("--lr", lr)
 
     from rich.console import Console
 

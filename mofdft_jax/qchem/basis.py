@@ -33,6 +33,35 @@ ETB_BETA = 2.5
 ETB_FUNCTION_COUNTS = {1: 20, 6: 109, 7: 116, 8: 116, 9: 116}
 
 
+#: Examples named when a basis name is not known to PySCF.
+BASIS_EXAMPLES = ("sto-3g", "6-31G", PAPER_BASIS, "def2-svp", "cc-pvdz")
+
+
+def check_basis(name: str) -> str:
+    """``name`` if PySCF has that orbital basis for every supported element (H, C, N, O, F);
+    else an :class:`InputError` naming examples of valid names (or the elements it lacks)."""
+    import warnings
+
+    from pyscf.gto.basis import BasisNotFoundError
+
+    missing = []
+    for z in SUPPORTED_ELEMENTS:
+        symbol = ELEMENT_SYMBOLS[int(z)]
+        try:
+            with warnings.catch_warnings():  # PySCF's "try basis-set-exchange" hint
+                warnings.simplefilter("ignore")
+                shells = gto.basis.load(str(name), symbol)
+        except (BasisNotFoundError, KeyError, ValueError, OSError):
+            raise InputError(f"{name!r} is not an orbital basis PySCF knows (e.g. "
+                             f"{', '.join(BASIS_EXAMPLES)})") from None
+        if not shells:
+            missing.append(symbol)
+    if missing:
+        raise InputError(f"basis {name!r} has no functions for {', '.join(missing)} (M-OFDFT "
+                         "covers H, C, N, O, F)")
+    return name
+
+
 def make_mol(molecule: Molecule, basis: str = PAPER_BASIS, *, verbose: int = 0,
              max_memory_mb: int = 16000) -> gto.Mole:
     """Build a PySCF ``Mole`` (Bohr coordinates, spherical functions) from a :class:`Molecule`."""

@@ -27,6 +27,8 @@ from pyscf import dft, gto
 
 from mofdft_jax.bundle import GridBundle
 
+#: PySCF's grid levels (``dft.gen_grid`` tabulates radial and angular sizes for 0 to 9).
+GRID_LEVELS = tuple(range(10))
 #: Automatic choice: keep all functions on all points when the values take less than this.
 #: Screening never made a step slower in the measurements (ethanol level 2: 728 MB screened vs
 #: 957 MB dense, 0.88× the CPU time per energy+gradient, same build time), so only small

@@ -1,0 +1,101 @@
+"""What a new user trips over on ``mofdft ks`` / ``mofdft solve`` (issue 18).
+
+Each test proves the behaviour of one row of the issue's table: the exit status (2 for a bad
+option or input, 1 for a failure), one ``error`` line on stderr, no traceback, and nothing written
+on stdout or to the output paths.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mofdft_jax.cli import main
+
+WATER_XYZ = """3
+water
+O 0.0 0.0 0.1173
+H 0.0 0.7572 -0.4692
+H 0.0 -0.7572 -0.4692
+"""
+#: O2 at its bond length: even electron count, but a triplet ground state; the closed-shell RKS
+#: singlet oscillates (6-31G, grid 1: ΔE ~ 6e-5 Ha after 50 cycles, 2 s).
+O2_XYZ = "2\nO2\nO 0 0 0\nO 0 0 1.208\n"
+CHEAP = ["--basis", "sto-3g", "--grid-level", "0"]
+
+
+@pytest.fixture(scope="module")
+def water_xyz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tripups") / "water.xyz"
+    path.write_text(WATER_XYZ)
+    return path
+
+
+def error_lines(err: str, prefix: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith(prefix)]
+
+
+def assert_refused(capsys, args, code: int, *needles, prefix: str = "Error:"):
+    """``main(args)`` exits with ``code``, prints nothing on stdout and exactly one line starting
+    with ``prefix`` (click usage errors: ``Error:``; our errors: ``error:``) that holds every
+    needle, and no traceback."""
+    assert main(args) == code
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Traceback" not in captured.err
+    lines = error_lines(captured.err, prefix)
+    assert len(lines) == 1, captured.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# --- row 1: mofdft ks -------------------------------------------------------------------------
+
+def test_ks_unconverged_scf_is_an_error_naming_the_last_energy_change(tmp_path, capsys):
+    path = tmp_path / "o2.xyz"
+    path.write_text(O2_XYZ)
+    assert main(["ks", str(path), "--basis", "6-31G", "--grid-level", "1", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no energy printed as if it were valid
+    assert "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), captured.err
+    assert "not converged in 50 cycles" in lines[0] and "last ΔE = " in lines[0]
+
+
+def test_ks_max_cycle_reached_is_an_error(water_xyz, capsys):
+    line = assert_refused(capsys, ["ks", str(water_xyz), *CHEAP, "--max-cycle", "2"], 1,
+                          "not converged in 2 cycles", "last ΔE", prefix="error:")
+    assert "Ha" in line
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--conv-tol", "-1", "must be a positive number"),
+    ("--conv-tol", "0", "must be a positive number"),
+    ("--conv-tol", "nan", "must be a positive number"),
+    ("--max-cycle", "0", "must be at least 1"),
+    ("--basis", "foo-bar", "e.g. sto-3g"),
+    ("--xc", "nonsense", "not one of pbe, lda"),
+    ("--grid-level", "99", "(0 to 9)"),
+    ("--grid-level", "-1", "(0 to 9)"),
+])
+def test_ks_bad_options_are_refused_up_front(water_xyz, capsys, option, value, needle):
+    assert_refused(capsys, ["ks", str(water_xyz), option, value], 2, option, needle)
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--basis", "foo-bar", "e.g. sto-3g"),
+    ("--grid-level", "99", "(0 to 9)"),
+    ("--lr", "0", "must be a positive number"),
+])
+def test_solve_validates_with_the_same_helpers(water_xyz, capsys, option, value, needle):
+    assert_refused(capsys, ["solve", str(water_xyz), option, value], 2, option, needle)
+
+
+def test_ks_lda_is_the_solver_registry_name(water_xyz, capsys):
+    """``--xc lda`` runs PySCF's ``lda,pw`` (Slater + PW92), the LDA of ``mofdft solve --xc``."""
+    import json
+
+    assert main(["ks", str(water_xyz), *CHEAP, "--xc", "lda", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["converged"] and data["settings"]["xc"] == "lda,pw"
