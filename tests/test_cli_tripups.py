@@ -99,3 +99,23 @@ def test_ks_lda_is_the_solver_registry_name(water_xyz, capsys):
     assert main(["ks", str(water_xyz), *CHEAP, "--xc", "lda", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["converged"] and data["settings"]["xc"] == "lda,pw"
+
+
+# --- row 2: solve --functional PATH -----------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["/no/such.eqx", "no_such.json", "./missing", "~/nope.eqx"])
+def test_solve_missing_checkpoint_path(water_xyz, capsys, value):
+    line = assert_refused(capsys, ["solve", str(water_xyz), "--functional", value], 2,
+                          prefix="error:")
+    assert line == f"error: no such checkpoint: {value}"
+
+
+def test_solve_weights_without_metadata(water_xyz, tmp_path, capsys):
+    (tmp_path / "model.eqx").write_bytes(b"")
+    assert_refused(capsys, ["solve", str(water_xyz), "--functional", str(tmp_path / "model")],
+                   2, "no such checkpoint", "model.json is missing", prefix="error:")
+
+
+def test_solve_unknown_functional_name_lists_the_names(water_xyz, capsys):
+    assert_refused(capsys, ["solve", str(water_xyz), "--functional", "tff"], 2,
+                   "'tff' is not one of tf, vw")

@@ -62,6 +62,29 @@ def check_grid_level_option(name: str, value):
     return value
 
 
+def check_checkpoint_path(value: str, classical=()) -> None:
+    """A ``--functional`` value that is not a classical name but reads as a path (a directory
+    part, a ``.eqx`` / ``.json`` suffix, or an existing weights file) and names no checkpoint is
+    an :class:`~mofdft_jax.molecules.InputError` ``no such checkpoint: VALUE`` (one line,
+    exit status 2)."""
+    import os
+
+    from mofdft_jax.model.checkpoint import checkpoint_paths
+    from mofdft_jax.molecules import InputError
+
+    if value in classical:
+        return
+    path = Path(value).expanduser()
+    weights, metadata = checkpoint_paths(path)
+    if weights.is_file() and not metadata.is_file():
+        raise InputError(f"no such checkpoint: {value} (its metadata {metadata} is missing; "
+                         "mofdft train writes STEM.eqx and STEM.json)")
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    if any(sep in value for sep in seps) or path.suffix in (".eqx", ".json") \
+            or value.startswith("~"):
+        raise InputError(f"no such checkpoint: {value}")
+
+
 def check_positive(name: str, value):
     """``value`` (``None`` passes) if it is a finite number > 0, else a usage error."""
     import math
@@ -136,6 +159,7 @@ def solve_command(
 
     learned = is_checkpoint(functional)
     if not learned:
+        check_checkpoint_path(functional, classical=KINETIC_FUNCTIONALS)
         _choices("--functional", functional, list(KINETIC_FUNCTIONALS))
     _choices("--init", init, list(INITIAL_GUESSES))
     _choices("--xc", xc, list(XC_FUNCTIONALS))
