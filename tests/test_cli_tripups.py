@@ -119,3 +119,20 @@ def test_solve_weights_without_metadata(water_xyz, tmp_path, capsys):
 def test_solve_unknown_functional_name_lists_the_names(water_xyz, capsys):
     assert_refused(capsys, ["solve", str(water_xyz), "--functional", "tff"], 2,
                    "'tff' is not one of tf, vw")
+
+
+# --- row 3: output paths checked before any work ----------------------------------------------
+
+@pytest.mark.parametrize("option", ["--cube", "--trajectory"])
+def test_solve_output_into_a_missing_directory(water_xyz, tmp_path, capsys, option):
+    other = "--trajectory" if option == "--cube" else "--cube"
+    target = tmp_path / "no_such_dir" / "out.file"
+    assert_refused(capsys, ["solve", str(water_xyz), *CHEAP, "--functional", "tf",
+                            "--steps", "2", option, str(target), other, str(tmp_path / "ok")],
+                   2, option, "does not exist", prefix="error:")
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the valid path
+
+
+def test_solve_output_path_is_a_directory(water_xyz, tmp_path, capsys):
+    assert_refused(capsys, ["solve", str(water_xyz), "--cube", str(tmp_path)], 2,
+                   "--cube", "is a directory", prefix="error:")

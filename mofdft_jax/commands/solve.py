@@ -85,6 +85,28 @@ def check_checkpoint_path(value: str, classical=()) -> None:
         raise InputError(f"no such checkpoint: {value}")
 
 
+def check_output_path(name: str, path) -> None:
+    """An output file ``path`` of option ``name`` (``None`` passes) must be writable before any
+    work is done: its directory exists and is writable, and the path is not a directory. Else an
+    :class:`~mofdft_jax.molecules.InputError` (one line, exit status 2)."""
+    import os
+
+    from mofdft_jax.molecules import InputError
+
+    if path is None:
+        return
+    path = Path(path).expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{name} {path}: is a directory (give a file name)")
+    if not parent.is_dir():
+        raise InputError(f"{name} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{name} {path}: directory {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{name} {path}: file is not writable")
+
+
 def check_positive(name: str, value):
     """``value`` (``None`` passes) if it is a finite number > 0, else a usage error."""
     import math
@@ -170,6 +192,8 @@ def solve_command(
     check_basis_option("--basis", basis)
     check_grid_level_option("--grid-level", grid_level)
     check_positive("--lr", lr)
+    check_output_path("--trajectory", trajectory)
+    check_output_path("--cube", cube)
 
     from rich.console import Console
 
