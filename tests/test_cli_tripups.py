@@ -136,3 +136,32 @@ def test_solve_output_into_a_missing_directory(water_xyz, tmp_path, capsys, opti
 def test_solve_output_path_is_a_directory(water_xyz, tmp_path, capsys):
     assert_refused(capsys, ["solve", str(water_xyz), "--cube", str(tmp_path)], 2,
                    "--cube", "is a directory", prefix="error:")
+
+
+# --- row 4: the trajectory buffers are sized before any work ----------------------------------
+
+def test_solve_huge_step_count_is_refused_with_the_memory_estimate(water_xyz, tmp_path, capsys):
+    cube = tmp_path / "rho.cube"
+    line = assert_refused(capsys, ["solve", str(water_xyz), "--steps", "1000000000000",
+                                   "--cube", str(cube)], 2, "--steps 1000000000000",
+                          "trajectory buffers", "TiB", "this machine's memory", prefix="error:")
+    assert "1099511627776 states" in line  # 2**40, the next power of two
+    assert not cube.exists()
+
+
+def test_solve_max_memory_sets_the_limit(water_xyz, capsys):
+    assert_refused(capsys, ["solve", str(water_xyz), "--steps", "10000", "--max-memory",
+                            "0.001"], 2, "~2.5 MiB", "of --max-memory", prefix="error:")
+    assert_refused(capsys, ["solve", str(water_xyz), "--max-memory", "0"], 2, "--max-memory",
+                   "must be a positive number")
+
+
+def test_trajectory_estimate_matches_the_buffers():
+    """The estimate counts the compiled buffers of :func:`mofdft_jax.solver.solve` (capacity ×
+    series × float64) twice: device buffers and the host copy."""
+    from mofdft_jax.commands.solve import TRAJECTORY_SERIES, trajectory_buffer_bytes
+    from mofdft_jax.solver.optimize import trajectory_capacity
+
+    assert trajectory_capacity(1000) == 1024
+    assert trajectory_buffer_bytes(1000) == 1024 * TRAJECTORY_SERIES * 8 * 2
+    assert trajectory_buffer_bytes(10**12) == 2**40 * TRAJECTORY_SERIES * 16

@@ -11,6 +11,12 @@ import typer
 
 #: PySCF names of the XC functionals that match ours exactly (functionals/xc.py: Slater + PW92).
 PYSCF_XC = {"pbe": "pbe", "lda": "lda,pw"}
+#: Per-state float64 series of the solver's trajectory buffers counted by
+#: :func:`trajectory_buffer_bytes`: energy, |grad E|, |P grad E|, electron count and up to six
+#: energy terms (kinetic, Hartree, XC, external, nuclear, negative-density penalty).
+TRAJECTORY_SERIES = 10
+#: Copies of the trajectory alive at once: the compiled buffers and the host copy of the result.
+TRAJECTORY_COPIES = 2
 #: Above this size the (natm, 3, naux) Hellmann–Feynman integrals are not stored in the bundle and
 #: the forces take the blocked host route.
 MAX_FORCE_INTEGRALS_BYTES = 256e6
@@ -107,6 +113,59 @@ def check_output_path(name: str, path) -> None:
         raise InputError(f"{name} {path}: file is not writable")
 
 
+def machine_memory_bytes() -> int:
+    """Memory this process may use: the physical memory, or the cgroup limit when lower."""
+    import os
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max",
+                       "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return int(total)
+
+
+def trajectory_buffer_bytes(steps: int) -> int:
+    """Bytes of the solver's trajectory for ``steps`` updates: its compiled buffers hold
+    :func:`~mofdft_jax.solver.optimize.trajectory_capacity` states (the next power of two
+    ≥ steps + 1) of :data:`TRAJECTORY_SERIES` float64 series, :data:`TRAJECTORY_COPIES` times
+    (device buffers and the host result); the coefficients are not stored by ``mofdft solve``."""
+    from mofdft_jax.solver.optimize import trajectory_capacity
+
+    return trajectory_capacity(int(steps)) * TRAJECTORY_SERIES * 8 * TRAJECTORY_COPIES
+
+
+def _gib(n_bytes: float) -> str:
+    """``n_bytes`` in MiB, GiB or TiB, three significant digits."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{n_bytes / 2**20:.3g} MiB"
+
+
+def check_steps_memory(steps: int, max_memory_gib: float | None = None) -> int:
+    """Refuse (:class:`~mofdft_jax.molecules.InputError`, exit status 2) a ``--steps`` whose
+    trajectory buffers (:func:`trajectory_buffer_bytes`) exceed ``max_memory_gib`` (default:
+    :func:`machine_memory_bytes`), before any work; returns the estimate in bytes."""
+    from mofdft_jax.molecules import InputError
+    from mofdft_jax.solver.optimize import trajectory_capacity
+
+    need = trajectory_buffer_bytes(steps)
+    limit = machine_memory_bytes() if max_memory_gib is None else max_memory_gib * 2**30
+    if need > limit:
+        source = "--max-memory" if max_memory_gib is not None else "this machine's memory"
+        states = trajectory_capacity(int(steps))
+        raise InputError(f"--steps {steps}: the trajectory buffers alone need ~{_gib(need)} "
+                         f"({states} states x {TRAJECTORY_SERIES} float64 series x "
+                         f"{TRAJECTORY_COPIES} copies), more than the {_gib(limit)} of {source}; "
+                         "use fewer steps")
+    return need
+
+
 def check_positive(name: str, value):
     """``value`` (``None`` passes) if it is a finite number > 0, else a usage error."""
     import math
@@ -164,6 +223,9 @@ def solve_command(
                                     "(energy, terms, gradient norms, electron count) as CSV."),
     cube: Path = typer.Option(None, "--cube", help="Write the reported density as a Gaussian "
                               "cube file (VMD, VESTA)."),
+    max_memory: float = typer.Option(None, "--max-memory", help="Memory limit (GiB) of the "
+                                     "up-front size check of the trajectory buffers (default: "
+                                     "this machine's memory)."),
 ):
     """Optimise the density of FILE with a classical kinetic functional (orbital-free DFT).
 
@@ -194,6 +256,8 @@ def solve_command(
     check_positive("--lr", lr)
     check_output_path("--trajectory", trajectory)
     check_output_path("--cube", cube)
+    check_positive("--max-memory", max_memory)
+    check_steps_memory(steps, max_memory)
 
     from rich.console import Console
 
