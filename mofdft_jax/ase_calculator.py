@@ -21,6 +21,9 @@
   ``warm_start=True`` (default) every calculation after the first starts from them (and runs
   ``warm_steps`` steps); the first one, or one with a different molecule, starts from ``init``.
 
+  **Float64.** The calculator switches JAX to float64 itself when no JAX array exists yet
+  (:func:`enable_x64_for_calculator`); otherwise call ``mofdft_jax.enable_x64()`` first.
+
   Units: ASE speaks eV and Å; inside, atomic units (``units.HARTREE_TO_EV``,
   ``units.BOHR_TO_ANGSTROM``).
 
@@ -50,6 +53,29 @@ HA_PER_BOHR_TO_EV_PER_ANGSTROM = HARTREE_TO_EV / BOHR_TO_ANGSTROM
 #: the grid of a moved geometry usually has the same shapes (no recompilation of the solver).
 GRID_BLOCK_MULTIPLE = 16
 GRID_FUNCTION_MULTIPLE = 64
+
+
+def enable_x64_for_calculator() -> None:
+    """Make JAX compute in float64 for :class:`MOFDFTCalculator`.
+
+    ``jax_enable_x64`` can be switched on as long as no JAX array exists (arrays created in 32-bit
+    mode would stay float32 next to float64 ones); so it is switched on here when JAX holds no
+    live array, and otherwise a :class:`~mofdft_jax.config.Float64DisabledError` with a one-line
+    hint is raised. Nothing happens when float64 is already on.
+    """
+    import jax
+
+    from mofdft_jax.config import Float64DisabledError, enable_x64
+
+    if jax.config.read("jax_enable_x64"):
+        return
+    live = jax.live_arrays()
+    if live:
+        raise Float64DisabledError(
+            f"MOFDFTCalculator needs 64-bit JAX, and {len(live)} JAX array(s) already exist in "
+            "32-bit mode: call mofdft_jax.enable_x64() (or set JAX_ENABLE_X64=1) before creating "
+            "any JAX array")
+    enable_x64()
 
 
 def molecule_from_atoms(atoms, *, charge: int = 0, name: str | None = None):
@@ -111,12 +137,11 @@ class MOFDFTCalculator(Calculator):
                  charge: int = 0, optimizer: str = "sgd", stop_at_gtol: bool | None = None,
                  **kwargs):
         super().__init__(**kwargs)
-        from mofdft_jax.config import ensure_x64
         from mofdft_jax.qchem.basis import PAPER_BASIS
 
         from mofdft_jax.solver import get_optimizer, resolve_solver_defaults
 
-        ensure_x64()
+        enable_x64_for_calculator()
         self.optimizer = get_optimizer(optimizer).name
         self.learned, self.functional, self.info = _resolve_functional(functional, info)
         defaults = dict(self.info.extra.get("solver_defaults", {})) if self.info else {}
@@ -311,4 +336,5 @@ class KSCalculator(Calculator):
 
 
 __all__ = ["GRID_BLOCK_MULTIPLE", "GRID_FUNCTION_MULTIPLE", "HA_PER_BOHR_TO_EV_PER_ANGSTROM",
-           "KSCalculator", "MOFDFTCalculator", "atoms_from_molecule", "molecule_from_atoms"]
+           "KSCalculator", "MOFDFTCalculator", "atoms_from_molecule", "enable_x64_for_calculator",
+           "molecule_from_atoms"]

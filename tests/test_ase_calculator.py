@@ -224,3 +224,58 @@ def test_ks_calculator_forces_match_finite_differences():
             e.append(moved.get_potential_energy())
         assert -(e[0] - e[1]) / (2 * h) == pytest.approx(forces[a, k], abs=2e-3)
     assert ks.scf_log[-1]["warm"]
+
+
+# --- issue 18: the README example, float64 switched on by the calculator ----------------------
+
+def _readme_ase_example() -> str:
+    """The first ``python`` code block of README.md's "ASE calculator" section."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### ASE calculator", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README.md: no python block in the ASE calculator section"
+    return match.group(1)
+
+
+def _run_without_x64(code: str, timeout: float = 300):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    env["JAX_PLATFORMS"] = "cpu"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_readme_ase_example_runs_and_switches_on_float64():
+    """The README's example, verbatim, in a fresh interpreter without ``JAX_ENABLE_X64`` and
+    without ``enable_x64()``: it runs, BFGS lowers the largest force, and JAX is then float64."""
+    code = _readme_ase_example()
+    assert "enable_x64" not in code and "BFGS" in code and "get_forces" in code
+    proc = _run_without_x64(code + "\nimport jax\nprint('x64', jax.config.read('jax_enable_x64'))"
+                            "\nprint('dtype', atoms.calc.last_result.coeffs.dtype)\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    first = float(out.split("max |F| = ")[1].split()[0])
+    last = float(out.split("after BFGS: max |F| = ")[1].split()[0])
+    print(out)
+    assert last < 0.5 * first
+    assert "x64 True" in out and "dtype float64" in out
+
+
+def test_calculator_refuses_when_float32_arrays_exist():
+    """With JAX arrays already created in 32-bit mode the calculator cannot switch: one line
+    naming ``mofdft_jax.enable_x64()``."""
+    code = ("import jax.numpy as jnp\nx = jnp.zeros(3)\n"
+            "from mofdft_jax.ase_calculator import MOFDFTCalculator\n"
+            "try:\n    MOFDFTCalculator('tf')\n"
+            "except Exception as exc:\n    print(type(exc).__name__, '|', exc)\n")
+    proc = _run_without_x64(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line, = proc.stdout.strip().splitlines()
+    assert line.startswith("Float64DisabledError | ")
+    assert "mofdft_jax.enable_x64()" in line and "1 JAX array(s) already exist" in line

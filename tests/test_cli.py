@@ -69,6 +69,7 @@ def test_info_json_reports_float64():
     assert info["jax_enable_x64"] is True
     assert info["mofdft_jax"] == __version__
     assert info["packages"]["jax"] and info["packages"]["pyscf"]
+    assert info["packages"]["ase"]  # the ASE calculator's dependency (issue 18)
 
 
 def test_import_does_not_enable_x64():

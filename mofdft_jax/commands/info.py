@@ -10,7 +10,8 @@ import typer
 
 
 def collect_environment_info() -> dict:
-    """Versions of the scientific stack, JAX devices, float64 state and thread settings."""
+    """Versions of the scientific stack (ASE included: the calculator of
+    :mod:`mofdft_jax.ase_calculator`), JAX devices, float64 state and thread settings."""
     from importlib import metadata
 
     import jax
@@ -24,7 +25,7 @@ def collect_environment_info() -> dict:
             return None
 
     packages = ["jax", "jaxlib", "equinox", "optax", "pyscf", "rdkit", "numpy", "scipy", "h5py",
-                "pandas", "dask", "gpu4pyscf-cuda12x", "cupy-cuda12x"]
+                "pandas", "dask", "ase", "gpu4pyscf-cuda12x", "cupy-cuda12x"]
     return {
         "mofdft_jax": __version__,
         "python": platform.python_version(),
