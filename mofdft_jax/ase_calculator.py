@@ -106,8 +106,9 @@ class MOFDFTCalculator(Calculator):
         paper's 6-31G(2df,p)); the density basis is always the paper's even-tempered basis.
       grid_level: grid of the kinetic/XC terms (default: the checkpoint's, else 2).
       xc: XC functional added to classical and ``ts_res`` functionals (default PBE).
-      init: initial guess of a cold start (default: ``projminao`` for learned, ``minao`` for
-        classical functionals, spec §4.3).
+      init: initial guess of a cold start (default:
+        :func:`~mofdft_jax.commands.learned_solve.default_init`, ``projminao`` for learned and
+        ``minao`` for classical functionals, spec §4.3; the same as ``mofdft solve``).
       steps: solver steps of a cold start (paper: 1000); ``warm_steps`` those of a warm start
         (default ``steps``).
       lr: step size (default with ``sgd``: the checkpoint's, 5e-4 for ethanol; 1e-3 for
@@ -137,8 +138,8 @@ class MOFDFTCalculator(Calculator):
                  charge: int = 0, optimizer: str = "sgd", stop_at_gtol: bool | None = None,
                  **kwargs):
         super().__init__(**kwargs)
+        from mofdft_jax.commands.learned_solve import default_init
         from mofdft_jax.qchem.basis import PAPER_BASIS
-
         from mofdft_jax.solver import get_optimizer, resolve_solver_defaults
 
         enable_x64_for_calculator()
@@ -149,7 +150,7 @@ class MOFDFTCalculator(Calculator):
         self.grid_level = int(grid_level if grid_level is not None
                               else defaults.get("grid_level", 2))
         self.xc = str(xc or defaults.get("xc", "pbe")).lower()
-        self.init = init or ("projminao" if self.learned else "minao")
+        self.init = init or default_init(self.learned)
         self.steps = int(steps)
         self.warm_steps = int(warm_steps if warm_steps is not None else steps)
         if lr is None and self.optimizer == "sgd":

@@ -165,3 +165,45 @@ def test_trajectory_estimate_matches_the_buffers():
     assert trajectory_capacity(1000) == 1024
     assert trajectory_buffer_bytes(1000) == 1024 * TRAJECTORY_SERIES * 8 * 2
     assert trajectory_buffer_bytes(10**12) == 2**40 * TRAJECTORY_SERIES * 16
+
+
+# --- row 6: one default initial density for learned functionals -------------------------------
+
+SHIPPED = str(__import__("pathlib").Path(__file__).resolve().parents[1]
+              / "mofdft_jax" / "checkpoints" / "ethanol_ts_res")
+
+
+def test_learned_default_init_is_projminao_in_solve_and_ase(water_xyz, capsys):
+    """``mofdft solve --functional CHECKPOINT`` without ``--init`` and the ASE calculator with the
+    same checkpoint both start from ProjMINAO; a classical functional from MINAO."""
+    import json
+
+    from mofdft_jax.ase_calculator import MOFDFTCalculator
+    from mofdft_jax.commands.learned_solve import DEFAULT_LEARNED_INIT, default_init
+
+    assert DEFAULT_LEARNED_INIT == "projminao" == default_init(True)
+    assert default_init(False) == "minao"
+    assert MOFDFTCalculator(SHIPPED).init == "projminao"
+    assert MOFDFTCalculator("tf").init == "minao"
+
+    assert main(["solve", str(water_xyz), "--functional", SHIPPED, "--steps", "0", *CHEAP,
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["init"] == "projminao" and data["initial_guess"]["name"] == "projminao"
+    assert main(["solve", str(water_xyz), "--functional", "tf", "--steps", "0", *CHEAP,
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["init"] == "minao"
+
+
+def test_solve_help_documents_the_default_init(capsys):
+    import inspect
+
+    from mofdft_jax.commands.solve import solve_command
+
+    option = inspect.signature(solve_command).parameters["init"].default
+    assert option.default is None
+    assert "Default: projminao with a checkpoint" in option.help
+    assert "ProjMINAO for a learned-functional checkpoint" in " ".join(
+        solve_command.__doc__.split())
+    assert main(["solve", "--help"]) == 0
+    assert "projminao" in capsys.readouterr().out

@@ -118,8 +118,9 @@ def ks(
         delta = float(e_tot[-1] - e_tot[-2]) if len(e_tot) > 1 else float("nan")
         console.print(f"[bold red]error:[/] {molecule.name}: SCF not converged in "
                       f"{settings.max_cycle} cycles (last ΔE = {delta:+.3e} Ha, --conv-tol "
-                      f"{settings.conv_tol:.3e}); no result: raise --max-cycle, or the closed-shell "
-                      "singlet may not be this molecule's ground state", highlight=False,
+                      f"{settings.conv_tol:.3e}); no result: raise --max-cycle, or the "
+                      "closed-shell singlet may not be this molecule's ground state",
+                      highlight=False,
                       soft_wrap=True)
         raise typer.Exit(1)
     summary = ks_summary(run)

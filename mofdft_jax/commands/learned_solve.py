@@ -25,6 +25,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+#: The initial density of a learned functional in every entry point (``mofdft solve`` with a
+#: checkpoint, the ASE calculator, the held-out evaluation, ``prepare_learned_molecule``):
+#: ProjMINAO, the MINAO density plus the model's Δp (spec §4.3, the paper's choice).
+DEFAULT_LEARNED_INIT = "projminao"
+#: The initial density of a classical functional: MINAO (ProjMINAO needs a model).
+DEFAULT_CLASSICAL_INIT = "minao"
+
+
+def default_init(learned: bool) -> str:
+    """The default initial density: :data:`DEFAULT_LEARNED_INIT` for a learned functional, else
+    :data:`DEFAULT_CLASSICAL_INIT`."""
+    return DEFAULT_LEARNED_INIT if learned else DEFAULT_CLASSICAL_INIT
+
+
 #: Grids are padded to a multiple of this many blocks, so that conformers of one molecule (whose
 #: grids differ by a few blocks) share one compiled solver.
 EVAL_GRID_BLOCK_MULTIPLE = 16
@@ -114,7 +128,7 @@ class LearnedSetup(NamedTuple):
 
 
 def prepare_learned_molecule(molecule, functional, *, basis: str, grid_level: int, xc: str,
-                             init: str = "projminao", with_forces: bool | None = None,
+                             init: str = DEFAULT_LEARNED_INIT, with_forces: bool | None = None,
                              pad_grid_blocks: int = 1, grid_dtype: str = "float64",
                              with_metric: bool = False, on_stage=None) -> LearnedSetup:
     """Integrals, adapter geometry, learned inputs and the initial guess of one molecule: the
@@ -162,7 +176,7 @@ def prepare_learned_molecule(molecule, functional, *, basis: str, grid_level: in
                         with_forces=bool(with_forces))
 
 
-def solve_molecule_learned(molecule, functional, info=None, *, init: str = "projminao",
+def solve_molecule_learned(molecule, functional, info=None, *, init: str = DEFAULT_LEARNED_INIT,
                            steps: int = 1000, lr: float | None = None, xc: str | None = None,
                            rule: str = "iid", gtol: float = 1e-4, basis: str | None = None,
                            grid_level: int | None = None, trajectory: Path | None = None,
@@ -321,7 +335,7 @@ def run_solve_learned(file: str, checkpoint, *, index: int = 0, **options):
     return solve_molecule_learned(molecules[index], functional, info, **options)
 
 
-def evaluate_on_dataset(functional, info, dataset_dir, files, *, init: str = "projminao",
+def evaluate_on_dataset(functional, info, dataset_dir, files, *, init: str = DEFAULT_LEARNED_INIT,
                         steps: int = 1000, lr: float | None = None, rule: str = "iid",
                         console=None, on_molecule=None) -> dict:
     """Held-out quality of a learned functional (spec §5.1): OFDFT from ``init`` on each molecule of

@@ -182,9 +182,11 @@ def solve_command(
     functional: str = typer.Option("apbe", "--functional", help="Kinetic functional: tf, vw, "
                                    "tf+1/9vw, tf+vw, apbe, or a learned-functional checkpoint "
                                    "(mofdft train --out STEM: STEM, STEM.json or STEM.eqx)."),
-    init: str = typer.Option("minao", "--init", help="Initial density: minao, huckel, fastminao, "
+    init: str = typer.Option(None, "--init", help="Initial density: minao, huckel, fastminao, "
                              "ks (the fitted KS reference density) or projminao (MINAO + the "
-                             "learned Δp; needs a checkpoint)."),
+                             "learned Δp; needs a checkpoint). Default: projminao with a "
+                             "checkpoint (as the ASE calculator), minao with a classical "
+                             "functional."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="Density optimiser: "
                                   + _optimizer_help() + "."),
     steps: int = typer.Option(1000, "--max-steps", "--steps", min=0, help="Maximum number of "
@@ -227,9 +229,11 @@ def solve_command(
                                      "up-front size check of the trajectory buffers (default: "
                                      "this machine's memory)."),
 ):
-    """Optimise the density of FILE with a classical kinetic functional (orbital-free DFT).
+    """Optimise the density of FILE with a classical or learned kinetic functional (OFDFT).
 
-    Projected gradient descent under wᵀp = N from the chosen initial density; reports the energy
+    Projected gradient descent under wᵀp = N from the chosen initial density (default: ProjMINAO
+    for a learned-functional checkpoint, as in the ASE calculator; MINAO for a classical
+    functional); reports the energy
     (total and terms) and Hellmann–Feynman forces at the step chosen by the paper's rule, the
     true-convergence step and a status (converged / max-steps / diverged; exit status 1 when
     diverged).
@@ -239,12 +243,14 @@ def solve_command(
     from mofdft_jax.solver.optimize import RULES
     from mofdft_jax.solver.optimizers import OPTIMIZERS
 
-    from mofdft_jax.commands.learned_solve import is_checkpoint
+    from mofdft_jax.commands.learned_solve import default_init, is_checkpoint
 
     learned = is_checkpoint(functional)
     if not learned:
         check_checkpoint_path(functional, classical=KINETIC_FUNCTIONALS)
         _choices("--functional", functional, list(KINETIC_FUNCTIONALS))
+    if init is None:
+        init = default_init(learned)
     _choices("--init", init, list(INITIAL_GUESSES))
     _choices("--xc", xc, list(XC_FUNCTIONALS))
     if rule is not None:
