@@ -207,3 +207,72 @@ def test_solve_help_documents_the_default_init(capsys):
         solve_command.__doc__.split())
     assert main(["solve", "--help"]) == 0
     assert "projminao" in capsys.readouterr().out
+
+
+# --- row 7: progress of a long solve on a non-terminal stderr ---------------------------------
+
+SOLVE_TF = ["--functional", "tf", *CHEAP, "--steps", "50", "--run-all-steps"]
+
+
+def progress_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if ": step " in line]
+
+
+def test_solve_prints_plain_progress_lines_when_stderr_is_not_a_terminal(water_xyz, capsys,
+                                                                        monkeypatch):
+    """stderr captured (not a TTY): a "compiling" line, the first state, then a line at most
+    every PLAIN_PROGRESS_INTERVAL_S seconds and the last state, each with step, E, |P grad E|."""
+    import re
+
+    import mofdft_jax.commands.solve as solve_module
+
+    assert main(["solve", str(water_xyz), *SOLVE_TF]) == 0
+    err = capsys.readouterr().err
+    assert "up to 50 steps (compiling)" in err
+    lines = progress_lines(err)
+    assert lines[0].startswith("water: tf+pbe sgd: step 0/50  E = ")
+    assert lines[-1].startswith("water: tf+pbe sgd: step 50/50  E = ")
+    pattern = re.compile(r"step (\d+)/50  E = (-?\d+\.\d{8}) Ha  \|P grad E\| = (\S+)  "
+                         r"(\d+\.\d) s$")
+    assert all(pattern.search(line) for line in lines), lines
+    assert "Traceback" not in err
+
+    # every report (~1 % of the steps, here every state) with a zero interval
+    monkeypatch.setattr(solve_module, "PLAIN_PROGRESS_INTERVAL_S", 0.0)
+    assert main(["solve", str(water_xyz), *SOLVE_TF]) == 0
+    steps = [int(re.search(r"step (\d+)/", line).group(1))
+             for line in progress_lines(capsys.readouterr().err)]
+    assert steps == list(range(51))
+
+
+@pytest.mark.parametrize("flag", ["--json", "--quiet"])
+def test_solve_progress_is_absent_under_json_and_quiet(water_xyz, capsys, flag):
+    import json
+
+    assert main(["solve", str(water_xyz), *SOLVE_TF, flag]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    if flag == "--json":
+        assert json.loads(captured.out)["n_steps"] == 50  # stdout is the one JSON object
+
+
+def test_plain_progress_is_silent_on_a_terminal():
+    """On a terminal the rich bar shows the progress; no plain lines are printed."""
+    import io
+
+    from rich.console import Console
+
+    from mofdft_jax.commands.solve import PlainProgress
+
+    tty = Console(file=io.StringIO(), force_terminal=True)
+    reporter = PlainProgress(tty, "x", 10, interval_s=0.0)
+    reporter(0, -1.0, 1.0)
+    reporter.flush()
+    assert not reporter.active and tty.file.getvalue() == ""
+    pipe = Console(file=io.StringIO(), force_terminal=False)
+    reporter = PlainProgress(pipe, "x", 10, interval_s=1e9)
+    for step in range(11):
+        reporter(step, -1.0, 1.0)
+    reporter.flush()
+    assert [line.split("  ")[0] for line in pipe.file.getvalue().splitlines()] == [
+        "x: up to 10 steps (compiling)", "x: step 0/10", "x: step 10/10"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import time
 from pathlib import Path
@@ -412,26 +413,99 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
     return summary, result
 
 
-def make_progress(console):
-    """The rich progress display of a solve (description, bar, energy and |P grad E|, elapsed
-    time, ETA); transient, and silent with a quiet console."""
-    from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+#: Seconds between two plain progress lines of a solve when stderr is not a terminal.
+PLAIN_PROGRESS_INTERVAL_S = 5.0
 
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
+
+def make_progress(console):
+    """The progress display of a solve (a rich ``Progress`` that flushes its
+    :class:`PlainProgress` reporters when it stops): on a terminal a rich bar
+    (description, bar, energy and |P grad E|, elapsed time, ETA; transient); on a non-terminal
+    console (a pipe, a log file) plain lines instead; nothing with a quiet console."""
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return _solve_progress_class()(TextColumn("{task.description}"), BarColumn(),
+                                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                   TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                                   transient=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _solve_progress_class():
+    """The ``SolveProgress`` class (built on first use: rich is imported lazily)."""
+    from rich.progress import Progress
+
+    class SolveProgress(Progress):
+        """A rich ``Progress`` that also owns the plain-line reporters of
+        :func:`make_progress_callback`; leaving it (``stop``) prints each reporter's last state
+        if that was not printed yet."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.plain_reporters = []
+
+        def stop(self):
+            for reporter in self.plain_reporters:
+                reporter.flush()
+            super().stop()
+
+    return SolveProgress
+
+
+class PlainProgress:
+    """Plain progress lines of one solve on a non-terminal console: ``LABEL: step K/N  E = ... Ha
+    |P grad E| = ...  T s`` at the first report, then at most every ``interval_s`` seconds, and the
+    last reported state (:meth:`flush`); silent on a terminal (the bar shows it) or a quiet
+    console."""
+
+    def __init__(self, console, label: str, steps: int, interval_s: float | None = None):
+        self.console, self.label, self.steps = console, label, int(steps)
+        self.interval_s = PLAIN_PROGRESS_INTERVAL_S if interval_s is None else interval_s
+        self.active = console is not None and not console.quiet and not console.is_terminal
+        self.t0 = time.perf_counter()
+        self.last_printed = None
+        self.pending = None
+        if self.active:
+            self._print(f"{label}: up to {self.steps} steps (compiling)")
+
+    def _print(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+    def _line(self, step, energy, pgn) -> str:
+        return (f"{self.label}: step {step}/{self.steps}  E = {energy:.8f} Ha  "
+                f"|P grad E| = {pgn:.2e}  {time.perf_counter() - self.t0:.1f} s")
+
+    def __call__(self, step, energy, pgn) -> None:
+        if not self.active:
+            return
+        now = time.perf_counter()
+        if self.last_printed is None or now - self.last_printed >= self.interval_s:
+            self._print(self._line(step, energy, pgn))
+            self.last_printed, self.pending = now, None
+        else:
+            self.pending = (step, energy, pgn)
+
+    def flush(self) -> None:
+        """Print the last reported state if it was not printed."""
+        if self.active and self.pending is not None:
+            self._print(self._line(*self.pending))
+            self.pending = None
 
 
 def make_progress_callback(progress, label: str, steps: int):
     """``(fn, task)``: a task of ``steps + 1`` states and the ``progress=`` callback of
-    :func:`mofdft_jax.solver.solve` that advances it (step, E, |P grad E|). With a tolerance
-    stop the bar ends early; the ETA is that of the maximum number of steps."""
+    :func:`mofdft_jax.solver.solve` that advances it (step, E, |P grad E|) and, on a non-terminal
+    console, prints :class:`PlainProgress` lines. With a tolerance stop the bar ends early; the
+    ETA is that of the maximum number of steps."""
     task = progress.add_task(f"{label} (compiling)", total=steps + 1, info="")
+    plain = PlainProgress(progress.console, label, steps)
+    if hasattr(progress, "plain_reporters"):
+        progress.plain_reporters.append(plain)
 
     def on_progress(step, energy, pgn):
         progress.update(task, completed=step + 1, description=label,
                         info=f"step {step}  E = {energy:.8f} Ha  |Pg| = {pgn:.2e}")
+        plain(step, energy, pgn)
 
     return on_progress, task
 
