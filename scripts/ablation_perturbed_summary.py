@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-PRESETS = ("plain", "perturbed", "curvature", "curvature200", "quadratic")
+PRESETS = ("plain", "perturbed", "curvature", "curvature200", "quadratic", "visited_r1",
+           "visited_r2")
 COLUMNS = [("energy_error_at_ref_kcal", "E(p*) − E_KS (kcal/mol)"),
            ("proj_grad_norm_at_ref", "‖P∇E(p*)‖"),
            ("n_negative_modes", "negative modes at p*"),
@@ -32,7 +33,7 @@ def main(out_dir: Path, results: Path) -> None:
             w = model["train_config"]["weights"]
             rows.append({"labels": preset, "optimizer": optimizer, "molecule": r["molecule"],
                          "weights": "/".join(f"{w.get(k, 0):g}" for k in
-                                             ("energy", "grad", "delta", "hvp", "curv")),
+                                             ("energy", "grad", "delta", "hvp", "curv", "bound")),
                          "train_rows": model["n_train_steps"], "epochs": model["epochs_completed"],
                          "val_energy_mae_kcal": model["metrics"]["val_energy_mae_kcal"],
                          "lowest_eigenvalue": r.get("lowest_eigenvalues", [np.nan])[0],
@@ -64,23 +65,24 @@ def main(out_dir: Path, results: Path) -> None:
         lines.append(f"| {preset} | {optimizer} | {sel[0]['train_rows']} / {sel[0]['epochs']} | "
                      f"{sel[0]['val_energy_mae_kcal']:.2f} | "
                      + " | ".join(cell(k) for k, _ in COLUMNS) + " |")
-    compact = ["| model | loss weights E/G/Δ/H/C | train rows | negative modes at p* | 1000 SGD steps: E − E_KS, ‖p − p*‖_W | "
+    compact = ["| model | loss weights E/G/Δ/H/C/B | train rows | negative modes at p* | 1000 SGD steps: E − E_KS, ‖p − p*‖_W | "
                "converged (precond-lbfgs): E − E_KS, ‖p − p*‖_W, converged |", "|---|---|---|---|---|---|"]
     for preset in PRESETS:
         sgd = [r for r in rows if (r["labels"], r["optimizer"]) == (preset, "sgd")]
         conv = [r for r in rows if (r["labels"], r["optimizer"]) == (preset, "precond-lbfgs")]
-        if not sgd or not conv:
+        if not conv:
             continue
 
         def mean(sel, key):
             return float(np.mean([r[key] for r in sel]))
 
         compact.append(
-            f"| {preset} | {sgd[0]['weights']} | {sgd[0]['train_rows']} | "
-            f"{mean(sgd, 'n_negative_modes'):.1f} ({min(r['n_negative_modes'] for r in sgd)}–"
-            f"{max(r['n_negative_modes'] for r in sgd)}) | "
-            f"{mean(sgd, 'energy_error_final_kcal'):+.1f} kcal/mol, {mean(sgd, 'final_distance'):.3f} | "
-            f"{mean(conv, 'energy_error_final_kcal'):+.1f} kcal/mol, "
+            f"| {preset} | {conv[0]['weights']} | {conv[0]['train_rows']} | "
+            + (f"{mean(sgd, 'n_negative_modes'):.1f} ({min(r['n_negative_modes'] for r in sgd)}–"
+               f"{max(r['n_negative_modes'] for r in sgd)}) | "
+               f"{mean(sgd, 'energy_error_final_kcal'):+.1f} kcal/mol, "
+               f"{mean(sgd, 'final_distance'):.3f} | " if sgd else "— | — | ")
+            + f"{mean(conv, 'energy_error_final_kcal'):+.1f} kcal/mol, "
             f"{mean(conv, 'final_distance'):.3f}, {sum(r['converged'] for r in conv)}/{len(conv)} |")
     (results / "ablation_landscape_compact.md").write_text("\n".join(compact) + "\n")
     text = ["# Landscape ablation: plain, perturbed-potential and curvature labels (issue 19)", "",
@@ -94,7 +96,13 @@ def main(out_dir: Path, results: Path) -> None:
             "`curvature200` (vector curvature weight 200) and `quadratic` (scalar curvature "
             "weight 0.2, no vector term) are the curvature labels trained with other weights "
             "(`mofdft train --data OUT/curvature --loss-weights ...`, otherwise the script's "
-            "arguments). 45 epochs each except plain (200 requested, early-stopped).", "",
+            "arguments). 45 epochs each except plain (200 requested, early-stopped).",
+            *([] if not any(r["labels"].startswith("visited") for r in rows) else [
+                "`visited_rN`: the perturbed labels plus the label-free bounds (weight B) at "
+                "the densities visited by precond-lbfgs minimisations of the round-(N−1) model "
+                "(round 0: `perturbed`) on the train+val conformers (`mofdft sample-visited`, "
+                "then `mofdft train --visited`; train rows include the visited states)."]),
+            "",
             "Means over the 4 test conformers:", "", *compact, "", "Per molecule:", "",
             *lines, "",
             "Columns: E(p*) − E_KS is the learned total energy at the KS density; negative modes "

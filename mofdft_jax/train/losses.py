@@ -26,6 +26,14 @@ For one labelled SCF step (p⁽ᵏ⁾, T⁽ᵏ⁾, ∇T⁽ᵏ⁾) of a molecule 
 * **Δp** (ProjMINAO head, SI B.5.2): the head predicts the standardised correction
   ((p′* − p′) − mean)/std per (element, slot) (the adapter's ``standardise_delta``); the model
   adds it to the density it is given, so the target is p* − p⁽ᵏ⁾.
+* **Bounds** (ours, weight ``bound``; :mod:`mofdft_jax.workflows.visited`, docs/landscape.md §6):
+  rows sampled where a minimisation of an earlier model went (``mofdft sample-visited``) carry no
+  labels, only three scalar host constants per row (:class:`VisitedBounds`, from E_KS, E_rest and
+  p*): with δ = p_v − p*, the hinge violations (kcal/mol) of the variational bound
+  T_θ(p_v) ≥ k_var (E(p_v) ≥ E_KS), the descent bound ∇T_θᵀδ ≥ −k_desc (p* − p_v is a descent
+  direction of E) and the convexity bound T_θ − ∇T_θᵀδ ≤ −k_conv (T_S convex along δ; ts_res
+  only), see :func:`visited_bound_violations`. Label terms are weighted by ``label_weight``
+  (0 on such rows); NaN bounds are not applicable and cost nothing.
 
 Norms (not readable in the paper, spec §3.3 "Items not found"): ``"l2"`` the Euclidean norm of the
 per-step residual vector (the paper's ‖·‖ notation, default) or ``"l1"`` the sum of absolute
