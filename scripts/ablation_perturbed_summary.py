@@ -23,6 +23,13 @@ COLUMNS = [("energy_error_at_ref_kcal", "E(p*) − E_KS (kcal/mol)"),
            ("converged", "converged")]
 
 
+def steps_range(rows: list[dict]) -> str:
+    """'min–max' of the precond-lbfgs step counts in the table."""
+    steps = [r["solve_steps"] for r in rows
+             if r["optimizer"] == "precond-lbfgs" and r["solve_steps"] is not None]
+    return f"{min(steps)}–{max(steps)}" if steps else "—"
+
+
 def main(out_dir: Path, results: Path) -> None:
     results.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -78,17 +85,17 @@ def main(out_dir: Path, results: Path) -> None:
 
         compact.append(
             f"| {preset} | {conv[0]['weights']} | {conv[0]['train_rows']} | "
-            + (f"{mean(sgd, 'n_negative_modes'):.1f} ({min(r['n_negative_modes'] for r in sgd)}–"
-               f"{max(r['n_negative_modes'] for r in sgd)}) | "
-               f"{mean(sgd, 'energy_error_final_kcal'):+.1f} kcal/mol, "
-               f"{mean(sgd, 'final_distance'):.3f} | " if sgd else "— | — | ")
+            + f"{mean(conv, 'n_negative_modes'):.1f} ({min(r['n_negative_modes'] for r in conv)}–"
+            f"{max(r['n_negative_modes'] for r in conv)}) | "
+            + (f"{mean(sgd, 'energy_error_final_kcal'):+.1f} kcal/mol, "
+               f"{mean(sgd, 'final_distance'):.3f} | " if sgd else "— | ")
             + f"{mean(conv, 'energy_error_final_kcal'):+.1f} kcal/mol, "
             f"{mean(conv, 'final_distance'):.3f}, {sum(r['converged'] for r in conv)}/{len(conv)} |")
     (results / "ablation_landscape_compact.md").write_text("\n".join(compact) + "\n")
     text = ["# Landscape ablation: plain, perturbed-potential and curvature labels (issue 19)", "",
             "Command: `scripts/ablation_perturbed.sh` (recipe "
             "`scripts/ethanol_perturbed_ablation.toml`), then "
-            "`python scripts/ablation_perturbed_summary.py OUT results/ablation_landscape`.",
+            f"`python scripts/ablation_perturbed_summary.py OUT {results}`.",
             f"Machine: {platform.machine()} CPU, 2 cores, 24 GiB (no GPU). Scale: 41 thermal "
             "ethanol conformers (33 train / 4 val / 4 test), PBE/6-31G, grid level 1, small "
             "network; diagnosed on the 4 test conformers (one value per molecule, in order).",
@@ -101,14 +108,20 @@ def main(out_dir: Path, results: Path) -> None:
                 "`visited_rN`: the perturbed labels plus the label-free bounds (weight B) at "
                 "the densities visited by precond-lbfgs minimisations of the round-(N−1) model "
                 "(round 0: `perturbed`) on the train+val conformers (`mofdft sample-visited`, "
-                "then `mofdft train --visited`; train rows include the visited states)."]),
+                "then `mofdft train --visited`; train rows include the visited states). Round N: "
+                "`mofdft sample-visited OUT/<round N−1 model> --data OUT/perturbed --out "
+                "OUT/visited_rN`, then `mofdft train --data OUT/perturbed --visited OUT/visited_r1 "
+                "[... --visited OUT/visited_rN] --out OUT/visited_rN_model --epochs 45 "
+                "--loss-weights 1,20,0.08,0,0,1 --config small --target ts_res --batch-size 32 "
+                "--lr 5e-4 --norm l1 --dropout 0 --seed 0`, diagnosed like the others."]),
             "",
             "Means over the 4 test conformers:", "", *compact, "", "Per molecule:", "",
             *lines, "",
             "Columns: E(p*) − E_KS is the learned total energy at the KS density; negative modes "
             "count the eigenvalues < 0 of the Hessian at p* in the Coulomb metric on wᵀδ = 0; "
             "‖·‖_W is the Coulomb norm; E_end is the last iterate (sgd: 1000 steps, the paper's "
-            "lr 5e-4; precond-lbfgs: stopped at ‖P∇E‖ ≤ 1e-4, at most 1000 steps). KS: PBE/6-31G, "
+            f"lr 5e-4; precond-lbfgs: stopped at ‖P∇E‖ ≤ 1e-4, after {steps_range(rows)} steps). "
+            "KS: PBE/6-31G, "
             "grid level 1, the labels' own settings.", ""]
     (results / "ablation_landscape.md").write_text("\n".join(text))
     print("\n".join(text))
