@@ -98,6 +98,10 @@ def train_command(
                                   "energy / HF-force errors in the checkpoint metadata."),
     eval_steps: int = typer.Option(1000, "--eval-steps", min=0, help="Solver steps of the "
                                    "evaluation (paper: 1000)."),
+    init_from: str = typer.Option(None, "--init-from", help="Fine-tune: start from this "
+                                  "checkpoint's weights and adapter statistics instead of a fresh "
+                                  "network (same --config, --target, --dropout and adapter "
+                                  "flags; --seed still sets shuffling and dropout)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Train a learned functional on DATA and write the checkpoint OUT (resumable)."""
@@ -119,7 +123,8 @@ def train_command(
                         no_grad_labels=no_grad_labels, ground_state_only=ground_state_only,
                         no_local_frames=no_local_frames, no_reparam=no_reparam,
                         parity=parity, filter_kcal=filter_kcal, eval_test=eval_test,
-                        eval_steps=eval_steps, visited=visited or (), console=console)
+                        eval_steps=eval_steps, visited=visited or (), init_from=init_from,
+                        console=console)
     if json_output:
         typer.echo(json.dumps(summary))
     else:
@@ -133,8 +138,14 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
               no_grad_labels: bool = False, ground_state_only: bool = False,
               no_local_frames: bool = False, no_reparam: bool = False, parity: bool = False,
               filter_kcal: float | None = None, eval_test: int = 0, eval_steps: int = 1000,
-              visited=(), console=None, on_epoch=None) -> dict:
-    """Everything ``mofdft train`` does; returns the JSON summary."""
+              visited=(), init_from: str | None = None, console=None,
+              on_epoch=None) -> dict:
+    """Everything ``mofdft train`` does; returns the JSON summary.
+
+    ``init_from`` (fine-tuning, the adaptive-sampling rounds of docs/landscape.md §6): the network
+    weights and adapter statistics of that checkpoint replace the fresh initialisation; its
+    config, target and adapter flags must equal this run's (:class:`CheckpointError` otherwise).
+    """
     import dataclasses
 
     import jax
@@ -189,6 +200,19 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
         overrides = {"dropout": dropout, "attention_dropout": dropout, "output_dropout": dropout}
     model_config = make_config(config, **overrides)
 
+    base = init_info = None
+    if init_from is not None:  # checked before the labels are prepared
+        from mofdft_jax.model.checkpoint import CheckpointError
+
+        base, init_info = load_checkpoint(init_from, model_config, target=target)
+        flags = {"use_local_frames": not no_local_frames, "use_reparam": not no_reparam,
+                 "parity_symmetric": parity}
+        differ = [f"{f}={getattr(base, f)} (checkpoint) vs {v} (requested)"
+                  for f, v in flags.items() if getattr(base, f) != v]
+        if differ:
+            raise CheckpointError(f"--init-from {init_from}: adapter flags differ: "
+                                  + "; ".join(differ))
+
     console.print(f"[bold]mofdft train[/] {data} ({recipe_name or 'dataset'}, "
                   f"{len(dataset)} molecules) → {out}", highlight=False)
     splits = make_splits(dataset)
@@ -210,6 +234,9 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
                                          key=jax.random.PRNGKey(seed),
                                          use_local_frames=not no_local_frames,
                                          use_reparam=not no_reparam, parity_symmetric=parity)
+    if base is not None:
+        functional = dataclasses.replace(functional, model=base.model,
+                                         statistics=base.statistics)
     n_params = count_parameters(functional.model)
     n_visited = int(train_set.n_steps - np.sum(train_set.label_weight))
     console.print(f"  {train_set.n_molecules} train / "
@@ -238,6 +265,9 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
                       "no_local_frames": no_local_frames, "no_reparam": no_reparam},
         "parity_symmetric": parity,
         "visited": [str(v) for v in visited],
+        "init_from": (None if init_from is None else
+                      {"checkpoint": str(init_from),
+                       "data_fingerprint": init_info.data_fingerprint}),
         "model_config_name": config,
         "n_parameters": n_params,
         "splits": {name: len(files) for name, files in splits.items()},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,3 +126,39 @@ def test_train_with_visited_and_resampling_guards(trained, tiny_dataset, sampled
     code, _, err = run_json(capsys, ["sample-visited", str(trained), "--data", str(tiny_dataset),
                                      "--out", str(tmp_path / "x"), "--splits", "train,test"])
     assert code == 2 and "test split" in err
+
+
+def test_init_from_fine_tunes_the_checkpoint_and_refuses_a_mismatch(trained, tiny_dataset,
+                                                                    sampled, tmp_path, capsys):
+    """``--init-from``: with lr 0 the fine-tuned weights are the checkpoint's, bit for bit, so the
+    run starts where the sampled model was (not from a fresh network); a different config is a
+    one-line error."""
+    from mofdft_jax.model.checkpoint import load_checkpoint
+
+    out = tmp_path / "fine_tuned"
+    args = ["train", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+            "--visited", str(sampled), "--init-from", str(trained), "--json", *TRAIN]
+    args[args.index("--lr") + 1] = "0"
+    code, summary, err = run_json(capsys, args)
+    assert code == 0, err
+    base, base_info = load_checkpoint(trained)
+    tuned, info = load_checkpoint(out)
+    leaves = jax.tree.leaves(eqx.filter(base.model, eqx.is_array))
+    assert all(np.array_equal(a, b) for a, b in
+               zip(leaves, jax.tree.leaves(eqx.filter(tuned.model, eqx.is_array))))
+    assert info.extra["init_from"]["checkpoint"] == str(trained)
+    fresh_args = [*args[:args.index("--init-from")], *args[args.index("--init-from") + 2:]]
+    fresh_args[fresh_args.index("--out") + 1] = str(tmp_path / "fresh")
+    fresh_code, fresh, _ = run_json(capsys, fresh_args)
+    assert fresh_code == 0
+    # same weights, same validation molecules (visited states are train-only): same val error
+    base_val = base_info.extra["metrics"]["val_energy_mae_kcal"]
+    assert summary["best"]["val_energy_mae_kcal"] == pytest.approx(base_val, rel=1e-9)
+    # and not a fresh network: the same run without --init-from fits the training rows otherwise
+    assert fresh["best"]["train_energy_mae_kcal"] != pytest.approx(
+        summary["best"]["train_energy_mae_kcal"], rel=1e-3)
+
+    bad = [a if a != "tiny" else "small" for a in args]
+    bad[bad.index("--out") + 1] = str(tmp_path / "mismatch")
+    code, _, err = run_json(capsys, bad)
+    assert code != 0 and "does not match" in err and len(err.strip().splitlines()) == 1
