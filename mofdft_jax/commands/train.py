@@ -54,7 +54,8 @@ def train_command(
     target: str = typer.Option("ts_res", "--target", help="Learned energy: ts_res (T_S - T_APBE), "
                                "txc (T_S + E_xc) or tot (KS total energy)."),
     out: str = typer.Option(..., "--out", help="Checkpoint stem: writes OUT.eqx + OUT.json (best "
-                            "model) and OUT.train.eqx/.json (resumable state)."),
+                            "model) and OUT.train.json + OUT.train.<hash>.eqx (resumable "
+                            "state, saved atomically after every epoch)."),
     epochs: int = typer.Option(None, "--epochs", min=0, help="Maximum epochs (small: 200, paper: "
                                "600)."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Labelled steps per batch "

@@ -64,6 +64,9 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` in one step: a temporary file in the same folder is written
+    and fsynced, then renamed over ``path`` (``os.replace``) and the folder fsynced; an exception
+    at any point (KeyboardInterrupt included) leaves ``path`` as it was, or already complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -76,6 +79,21 @@ def _atomic_write(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename in ``folder`` (best effort: not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _statistics_to_json(stats: AdapterStatistics) -> dict:

@@ -20,8 +20,11 @@ losses of :mod:`mofdft_jax.train.losses`:
 * **Checkpoints** (when ``out`` is given): the best functional goes to ``OUT.eqx``/``OUT.json``
   (:func:`mofdft_jax.model.checkpoint.save_checkpoint`, atomic) each time it improves; the
   training state (current weights, optimiser state, best weights, step, epoch, best validation
-  loss, patience counter, history) to ``OUT.train.eqx``/``OUT.train.json`` after every epoch,
-  atomically. Rerunning with the same arguments resumes from the last completed epoch and ends with
+  loss, patience counter, history) after every epoch as one atomic unit: the arrays go to a
+  content-addressed blob ``OUT.train.<sha256[:16]>.eqx``, then the manifest ``OUT.train.json``
+  (the scalars, the blob's name and its SHA-256) replaces the old one in a single ``os.replace``,
+  and only then is the previous blob deleted. An interrupt at any instant (Ctrl-C, SIGKILL) leaves
+  either the old or the new complete state (:func:`save_train_state`). Rerunning with the same arguments resumes from the last completed epoch and ends with
   bit-identical weights to an uninterrupted run (deterministic order, keys and arithmetic).
   Resuming with a different model config, training config, target, adapter switches or training
   data is refused with :class:`TrainStateError` naming what differs.
@@ -37,6 +40,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
@@ -56,7 +61,9 @@ from mofdft_jax.train.data import TrainingSet, epoch_batches, gather_batch
 from mofdft_jax.train.losses import NORMS, LossWeights, batch_loss
 
 TRAIN_STATE_FORMAT = "mofdft_jax.train_state"
-TRAIN_STATE_VERSION = 1
+#: Version 2: the manifest names a content-addressed blob; version 1 (blob ``OUT.train.eqx``) loads.
+TRAIN_STATE_VERSION = 2
+_READABLE_STATE_VERSIONS = (1, 2)
 
 
 class TrainStateError(ValueError):
@@ -226,11 +233,46 @@ class TrainState(NamedTuple):
     finished: bool
 
 
-def state_paths(out) -> tuple[Path, Path]:
-    """``(OUT.train.eqx, OUT.train.json)``."""
+def _state_manifest(out) -> Path:
+    """``OUT.train.json``: the manifest of the training state."""
     weights, _ = checkpoint_paths(out)
     stem = weights.with_suffix("")
-    return stem.with_name(stem.name + ".train.eqx"), stem.with_name(stem.name + ".train.json")
+    return stem.with_name(stem.name + ".train.json")
+
+
+def _blob_name(stem_name: str, digest: str) -> str:
+    return f"{stem_name}.train.{digest[:16]}.eqx"
+
+
+def state_paths(out) -> tuple[Path, Path]:
+    """``(blob, manifest)`` of the training state of ``out``.
+
+    The manifest is ``OUT.train.json``; the blob is the file it names
+    (``OUT.train.<sha256[:16]>.eqx``), or ``OUT.train.eqx`` (format version 1, or no readable
+    manifest).
+    """
+    manifest = _state_manifest(out)
+    legacy = manifest.with_name(manifest.name[:-len(".json")] + ".eqx")
+    try:
+        name = json.loads(manifest.read_text()).get("blob_file")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if isinstance(name, str) and name and Path(name).name == name:
+        return manifest.with_name(name), manifest
+    return legacy, manifest
+
+
+def _remove_stale_blobs(manifest: Path, keep: Path) -> None:
+    """Delete the state blobs of this stem other than ``keep`` (older epochs, interrupted saves,
+    the version-1 ``OUT.train.eqx``)."""
+    stem_name = manifest.name[:-len(".train.json")]
+    pattern = re.compile(re.escape(stem_name) + r"\.train(\.[0-9a-f]{16})?\.eqx")
+    for path in manifest.parent.iterdir():
+        if path.name != keep.name and pattern.fullmatch(path.name):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def _run_identity(functional: LearnedFunctional, config: TrainConfig, fingerprint: str,
@@ -244,18 +286,31 @@ def _run_identity(functional: LearnedFunctional, config: TrainConfig, fingerprin
 
 
 def save_train_state(out, state: TrainState, identity: dict) -> None:
-    """Write the training state atomically (weights blob first, then the JSON with its hash)."""
-    eqx_path, json_path = state_paths(out)
+    """Write the training state of ``out`` as one atomic unit.
+
+    Sequence: (1) the arrays (current weights, optimiser state, best weights) are written
+    atomically to ``OUT.train.<sha256[:16]>.eqx``, a name no complete earlier state uses unless
+    its content is the same; (2) the manifest ``OUT.train.json`` (scalars, history, the blob's name
+    and SHA-256) atomically replaces the old manifest; (3) blobs the new manifest does not name
+    are deleted. Until (2) the old manifest and its blob are untouched; after (2) the new pair is
+    complete; (3) only removes files no manifest names. So an interrupt at any point leaves a
+    state :func:`load_train_state` resumes (the old one or the new one).
+    """
+    manifest = _state_manifest(out)
     buf = io.BytesIO()
     eqx.tree_serialise_leaves(buf, (state.params, state.opt_state, state.best_params))
     blob = buf.getvalue()
+    digest = hashlib.sha256(blob).hexdigest()
+    blob_path = manifest.with_name(_blob_name(manifest.name[:-len(".train.json")], digest))
     meta = {"format": TRAIN_STATE_FORMAT, "format_version": TRAIN_STATE_VERSION,
             "identity": identity, "step": state.step, "epoch": state.epoch,
             "best_val": state.best_val, "best_epoch": state.best_epoch,
             "bad_epochs": state.bad_epochs, "finished": state.finished,
-            "history": state.history, "blob_sha256": hashlib.sha256(blob).hexdigest()}
-    _atomic_write(eqx_path, blob)
-    _atomic_write(json_path, (json.dumps(meta, indent=1) + "\n").encode())
+            "history": state.history, "blob_file": blob_path.name, "blob_sha256": digest}
+    text = json.dumps(meta, indent=1) + "\n"
+    _atomic_write(blob_path, blob)
+    _atomic_write(manifest, text.encode())
+    _remove_stale_blobs(manifest, keep=blob_path)
 
 
 def _identity_diff(saved: dict, wanted: dict) -> list[str]:
@@ -274,26 +329,33 @@ def _identity_diff(saved: dict, wanted: dict) -> list[str]:
 
 def load_train_state(out, template: TrainState, identity: dict) -> Optional[TrainState]:
     """The saved state of ``out`` (``None`` if there is none); refuses a mismatched run."""
-    eqx_path, json_path = state_paths(out)
+    json_path = _state_manifest(out)
     if not json_path.exists():
         return None
     try:
         meta = json.loads(json_path.read_text())
     except json.JSONDecodeError as exc:
         raise TrainStateError(f"{json_path}: not valid JSON ({exc})") from None
-    if meta.get("format") != TRAIN_STATE_FORMAT or meta.get("format_version") != TRAIN_STATE_VERSION:
+    if meta.get("format") != TRAIN_STATE_FORMAT or \
+            meta.get("format_version") not in _READABLE_STATE_VERSIONS:
         raise TrainStateError(f"{json_path}: not a mofdft_jax training state of version "
-                              f"{TRAIN_STATE_VERSION}")
+                              + " or ".join(map(str, _READABLE_STATE_VERSIONS)))
     diffs = _identity_diff(meta.get("identity", {}), identity)
     if diffs:
         raise TrainStateError(f"{json_path}: cannot resume, the saved run differs: "
                               + "; ".join(diffs)
                               + " (use another --out, or delete the .train.* files to restart)")
+    eqx_path, _ = state_paths(out)
+    if meta["format_version"] >= 2 and eqx_path.name != meta.get("blob_file"):
+        raise TrainStateError(f"{json_path}: names no valid blob file "
+                              f"({meta.get('blob_file')!r})")
     if not eqx_path.exists():
-        raise TrainStateError(f"{eqx_path}: training-state weights not found")
+        raise TrainStateError(f"{eqx_path}: training-state weights not found "
+                              f"(named by {json_path})")
     blob = eqx_path.read_bytes()
     if hashlib.sha256(blob).hexdigest() != meta["blob_sha256"]:
-        raise TrainStateError(f"{eqx_path}: does not match {json_path} (interrupted save?)")
+        raise TrainStateError(f"{eqx_path}: SHA-256 differs from the one in {json_path} "
+                              "(the file was modified or corrupted)")
     like = (template.params, template.opt_state, template.best_params)
     params, opt_state, best = eqx.tree_deserialise_leaves(io.BytesIO(blob), like)
     return TrainState(params=params, opt_state=opt_state, best_params=best, step=int(meta["step"]),

@@ -243,3 +243,98 @@ def test_ablation_switches_change_the_data(tiny_dataset, tiny_prepared):
                                     key=jax.random.PRNGKey(0), **kwargs)
         assert f.use_local_frames == kwargs.get("use_local_frames", True)
         assert f.use_reparam == kwargs.get("use_reparam", True)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """The simulated Ctrl-C of :class:`_InterruptingOS`."""
+
+
+class _InterruptingOS:
+    """Stands in for the ``os`` module of the checkpoint writers: forwards everything, and raises
+    a KeyboardInterrupt at the ``k``-th call of ``replace``/``fsync``/``unlink`` (before the real
+    call when ``after`` is false, right after it otherwise)."""
+
+    OPS = ("replace", "fsync", "unlink")
+
+    def __init__(self, k: int, after: bool):
+        self.k, self.after, self.calls, self.fired = k, after, 0, False
+
+    def __getattr__(self, name):
+        real = getattr(os, name)
+        if name not in self.OPS:
+            return real
+
+        def op(*args, **kwargs):
+            self.calls += 1
+            hit = self.calls == self.k and not self.fired
+            if hit and not self.after:
+                self.fired = True
+                raise _Interrupted(f"before {name} #{self.k}")
+            value = real(*args, **kwargs)
+            if hit:
+                self.fired = True
+                raise _Interrupted(f"after {name} #{self.k}")
+            return value
+
+        return op
+
+
+def test_interrupt_at_every_point_of_the_save_leaves_a_resumable_state(tiny_prepared, tmp_path,
+                                                                        monkeypatch):
+    """Ctrl-C before or after every rename, fsync and unlink of the checkpoint and training-state
+    writers (each point of the save sequence of all epochs): the next run resumes without error
+    and ends with the weights, optimiser state and best model of an uninterrupted run. A version-1
+    state (blob ``OUT.train.eqx``) still resumes."""
+    import json
+
+    import mofdft_jax.model.checkpoint as checkpoint_module
+    import mofdft_jax.train.loop as loop_module
+
+    tr, va = _sets(tiny_prepared)
+    cfg = TrainConfig(epochs=2, batch_size=BATCH, peak_lr=1e-3)
+    fp = tiny_prepared.fingerprint
+
+    def run(out):
+        return train(_functional(tiny_prepared), tr, va, cfg, out=out, data_fingerprint=fp)
+
+    ref = tmp_path / "ref" / "m"
+    run(ref)
+    ref_blob = state_paths(ref)[0].read_bytes()
+    ref_weights = checkpoint_paths(ref)[0].read_bytes()
+    points = 0
+    for after in (False, True):
+        k = 0
+        while True:
+            k += 1
+            out = tmp_path / f"{'after' if after else 'before'}_{k}" / "m"
+            fake = _InterruptingOS(k, after)
+            monkeypatch.setattr(checkpoint_module, "os", fake)
+            monkeypatch.setattr(loop_module, "os", fake, raising=False)
+            try:
+                run(out)
+            except _Interrupted:
+                pass
+            finally:
+                monkeypatch.setattr(checkpoint_module, "os", os)
+                monkeypatch.setattr(loop_module, "os", os, raising=False)
+            if not fake.fired:
+                break
+            points += 1
+            resumed = run(out)  # raised TrainStateError before the manifest was atomic
+            assert resumed.epochs == 2, (after, k)
+            assert state_paths(out)[0].read_bytes() == ref_blob, (after, k)
+            assert checkpoint_paths(out)[0].read_bytes() == ref_weights, (after, k)
+            load_checkpoint(out)
+            assert not list(out.parent.glob(".*.tmp")), (after, k)
+    assert points >= 20  # two epochs of saves, each op interrupted before and after
+
+    # a version-1 state: the blob as OUT.train.eqx, no blob_file in the manifest
+    blob, manifest = state_paths(ref)
+    meta = json.loads(manifest.read_text())
+    meta["format_version"] = 1
+    del meta["blob_file"]
+    blob.rename(ref.with_name("m.train.eqx"))
+    manifest.write_text(json.dumps(meta))
+    assert state_paths(ref)[0].name == "m.train.eqx"
+    again = run(ref)
+    assert again.resumed_from_epoch == 2 and again.steps == meta["step"]
