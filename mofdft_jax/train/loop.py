@@ -24,8 +24,9 @@ losses of :mod:`mofdft_jax.train.losses`:
   content-addressed blob ``OUT.train.<sha256[:16]>.eqx``, then the manifest ``OUT.train.json``
   (the scalars, the blob's name and its SHA-256) replaces the old one in a single ``os.replace``,
   and only then is the previous blob deleted. An interrupt at any instant (Ctrl-C, SIGKILL) leaves
-  either the old or the new complete state (:func:`save_train_state`). Rerunning with the same arguments resumes from the last completed epoch and ends with
-  bit-identical weights to an uninterrupted run (deterministic order, keys and arithmetic).
+  either the old or the new complete state (:func:`save_train_state`). Rerunning with the same
+  arguments resumes from the last completed epoch and ends with bit-identical weights to an
+  uninterrupted run (deterministic order, keys and arithmetic).
   Resuming with a different model config, training config, target, adapter switches or training
   data is refused with :class:`TrainStateError` naming what differs.
 
