@@ -276,3 +276,47 @@ def test_plain_progress_is_silent_on_a_terminal():
     reporter.flush()
     assert [line.split("  ")[0] for line in pipe.file.getvalue().splitlines()] == [
         "x: up to 10 steps (compiling)", "x: step 0/10", "x: step 10/10"]
+
+
+# --- mofdft train: held-out elements the training split lacks --------------------------------
+
+def _dataset_with_formulas(directory, train_formula: str, val_formula: str):
+    """A dataset manifest of two molecules split 1:1 into train and val, whose formulas make the
+    val molecule ``val_formula`` (no shard is read before the check, so none is written)."""
+    import json
+
+    from mofdft_jax.data.shards import DATASET_FORMAT, MANIFEST_NAME, SCHEMA_VERSION
+    from mofdft_jax.data.splits import make_splits
+
+    files = ["000000_a.h5", "000001_b.h5"]
+
+    def write(formulas):
+        manifest = {"format": DATASET_FORMAT, "schema_version": SCHEMA_VERSION,
+                    "recipe": {"name": "tripup", "splits": {"fractions": [1, 1], "seed": 0}},
+                    "label_settings": {}, "failures": {},
+                    "molecules": [{"index": i, "name": f[7:-3], "formula": formulas[f],
+                                   "natm": 3, "file": f} for i, f in enumerate(files)],
+                    "shards": {f: {"index": i, "file": f, "n_steps": 1}
+                               for i, f in enumerate(files)}}
+        (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+    directory.mkdir()
+    write({f: "CH4" for f in files})
+    splits = make_splits(directory)
+    assert len(splits["train"]) == len(splits["val"]) == 1
+    write({splits["train"][0]: train_formula, splits["val"][0]: val_formula})
+    return directory, splits["val"][0]
+
+
+def test_train_refuses_a_val_split_with_elements_absent_from_training(tmp_path, capsys):
+    data, val_file = _dataset_with_formulas(tmp_path / "data", "CH4", "C2H3FO")
+    out = tmp_path / "out"
+    out.mkdir()
+    line = assert_refused(capsys, ["train", "--data", str(data), "--out", str(out / "m"),
+                                   "--config", "tiny"], 2,
+                          "val split", "elements O, F absent from the train split", val_file,
+                          prefix="error:")
+    assert "train has H, C" in line and "recipe's splits table" in line
+    assert line.endswith("(--allow-unseen-elements trains anyway)")
+    assert list(out.iterdir()) == []
+

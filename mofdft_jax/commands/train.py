@@ -103,6 +103,11 @@ def train_command(
                                   "checkpoint's weights and adapter statistics instead of a fresh "
                                   "network (same --config, --target, --dropout and adapter "
                                   "flags; --seed still sets shuffling and dropout)."),
+    allow_unseen_elements: bool = typer.Option(False, "--allow-unseen-elements", help="Train "
+                                               "even when the validation split (or the "
+                                               "--eval-test molecules) holds elements the "
+                                               "training split lacks; refused otherwise, since "
+                                               "the model's energies there are arbitrary."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Train a learned functional on DATA and write the checkpoint OUT (resumable)."""
@@ -125,7 +130,7 @@ def train_command(
                         no_local_frames=no_local_frames, no_reparam=no_reparam,
                         parity=parity, filter_kcal=filter_kcal, eval_test=eval_test,
                         eval_steps=eval_steps, visited=visited or (), init_from=init_from,
-                        console=console)
+                        allow_unseen_elements=allow_unseen_elements, console=console)
     if json_output:
         typer.echo(json.dumps(summary))
     else:
@@ -139,13 +144,17 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
               no_grad_labels: bool = False, ground_state_only: bool = False,
               no_local_frames: bool = False, no_reparam: bool = False, parity: bool = False,
               filter_kcal: float | None = None, eval_test: int = 0, eval_steps: int = 1000,
-              visited=(), init_from: str | None = None, console=None,
-              on_epoch=None) -> dict:
+              visited=(), init_from: str | None = None, allow_unseen_elements: bool = False,
+              console=None, on_epoch=None) -> dict:
     """Everything ``mofdft train`` does; returns the JSON summary.
 
     ``init_from`` (fine-tuning, the adaptive-sampling rounds of docs/landscape.md §6): the network
     weights and adapter statistics of that checkpoint replace the fresh initialisation; its
     config, target and adapter flags must equal this run's (:class:`CheckpointError` otherwise).
+
+    Unless ``allow_unseen_elements``, a validation split (or, with ``eval_test``, a set of test
+    molecules) holding elements the training split lacks is an :class:`InputError` raised before
+    the labels are prepared (:func:`mofdft_jax.data.splits.check_split_elements`).
     """
     import dataclasses
 
@@ -157,7 +166,7 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
 
     from mofdft_jax.config import ensure_x64
     from mofdft_jax.data.loader import open_dataset
-    from mofdft_jax.data.splits import make_splits
+    from mofdft_jax.data.splits import check_split_elements, make_splits
     from mofdft_jax.data.training_set import prepare_training_data
     from mofdft_jax.model.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
     from mofdft_jax.model.functional import make_learned_functional
@@ -217,6 +226,10 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
     console.print(f"[bold]mofdft train[/] {data} ({recipe_name or 'dataset'}, "
                   f"{len(dataset)} molecules) → {out}", highlight=False)
     splits = make_splits(dataset)
+    if not allow_unseen_elements:  # before the labels are prepared
+        check_split_elements(dataset, {**splits, "test": splits.get("test", [])[:eval_test]},
+                             held_out=("val", "test") if eval_test else ("val",),
+                             override="--allow-unseen-elements")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("preparing labels (adapter geometries)", total=None)

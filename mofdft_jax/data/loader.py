@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class Dataset:
         self.manifest = shards.read_manifest(self.directory)
         self.files = sorted(self.manifest["shards"], key=shards.shard_index)
         self._meta = {m["file"]: m.get("meta", {}) for m in self.manifest["molecules"]}
+        self._formula = {m["file"]: m.get("formula") for m in self.manifest["molecules"]}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -75,6 +77,14 @@ class Dataset:
     def meta(self, file: str) -> dict:
         """Recipe metadata of a shard (source id, conformer id, isomer group …)."""
         return self._meta.get(file, {})
+
+    def elements(self, file: str) -> set[str]:
+        """Element symbols of a shard's molecule, from the manifest's Hill formula (the shard is
+        read only when the manifest has no formula)."""
+        formula = self._formula.get(file)
+        if not formula:
+            formula = self.read(file).molecule.formula
+        return set(re.findall(r"[A-Z][a-z]?", formula))
 
     def entry(self, file: str) -> dict:
         """The manifest record of a shard (sha256, size, steps, wall time)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mofdft_jax.molecules.molecule import InputError
+from mofdft_jax.units import SYMBOL_TO_Z
 
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -114,6 +115,52 @@ def make_splits(dataset, fractions: Sequence[float] | None = None, seed: int | N
         keys = files
     index = split_groups(keys, fractions, seed, names)
     return {name: [files[i] for i in idx] for name, idx in index.items()}
+
+
+def check_split_elements(dataset, splits: dict[str, list[str]],
+                         held_out: Sequence[str] = ("val",), reference: str = "train",
+                         override: str | None = None) -> None:
+    """Refuse splits whose held-out molecules hold elements absent from the training split.
+
+    A learned functional's adapter has no statistics, and its network no training signal, for an
+    element it never saw: its energies there are arbitrary (validation losses of ~1e12), so such a
+    split is an :class:`InputError` naming the elements, the split and an example molecule. Only
+    the manifest's formulas are read (no labels).
+
+    Args:
+      dataset: a :class:`~mofdft_jax.data.loader.Dataset` (or a dataset directory).
+      splits: ``{name: shard files}`` as from :func:`make_splits`.
+      held_out: the splits to check (e.g. ``("val",)``, or ``("val", "test")`` before testing).
+      reference: the training split.
+      override: the option that skips this check, named at the end of the message.
+    """
+    from mofdft_jax.data.loader import Dataset, open_dataset
+
+    if not isinstance(dataset, Dataset):
+        dataset = open_dataset(dataset)
+    seen = set().union(*(dataset.elements(f) for f in splits.get(reference, [])))
+    for name in held_out:
+        files = splits.get(name, [])
+        unseen: dict[str, list[str]] = {}
+        for f in files:
+            for element in sorted(dataset.elements(f) - seen):
+                unseen.setdefault(element, []).append(f)
+        if unseen:
+            def order(element):
+                return SYMBOL_TO_Z.get(element, 1000), element
+
+            elements = sorted(unseen, key=order)
+            n = len({f for fs in unseen.values() for f in fs})
+            example = unseen[elements[0]][0]
+            raise InputError(
+                f"{dataset.directory}: the {name} split holds "
+                f"{'element' if len(elements) == 1 else 'elements'} {', '.join(elements)} absent "
+                f"from the {reference} split ({n} of {len(files)} {name} molecules, e.g. "
+                f"{example}; {reference} has {', '.join(sorted(seen, key=order)) or 'none'}): a "
+                "learned functional cannot be fitted or judged on elements it never saw; change "
+                "the seed or fractions of the recipe's splits table, or add molecules with "
+                f"{'it' if len(elements) == 1 else 'them'} to the dataset"
+                + (f" ({override} trains anyway)" if override else ""))
 
 
 def save_splits(path: str | os.PathLike, splits: dict[str, list[str]]) -> None:

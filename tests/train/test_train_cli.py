@@ -50,7 +50,8 @@ def test_train_json_resume_and_mismatch(trained, tiny_dataset, capsys):
     assert data["history"][-1]["epoch"] == 2 and "train_energy_mae_kcal" in data["history"][-1]
     # the same --out with another model config is refused with one clear line (exit status 2)
     code, _, err = run_json(capsys, ["train", "--data", str(tiny_dataset), "--out", str(trained),
-                                     "--epochs", "2", "--config", "small"])
+                                     "--epochs", "2", "--config", "small",
+                                     "--allow-unseen-elements"])
     assert code == 2 and "cannot resume" in err and "num_layers" in err
 
 
