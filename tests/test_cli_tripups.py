@@ -320,3 +320,48 @@ def test_train_refuses_a_val_split_with_elements_absent_from_training(tmp_path, 
     assert line.endswith("(--allow-unseen-elements trains anyway)")
     assert list(out.iterdir()) == []
 
+
+# --- atoms far apart: fragments ---------------------------------------------------------------
+
+TWO_WATERS_500 = ("6\ntwo waters 500 A apart\n" + "\n".join(WATER_XYZ.splitlines()[2:]) + "\n"
+                  + "\n".join(f"{e} {float(x) + 500:.4f} {y} {z}" for e, x, y, z in
+                              (line.split() for line in WATER_XYZ.splitlines()[2:])) + "\n")
+
+
+SHIPPED = str(__import__("pathlib").Path(__import__("mofdft_jax").__file__).parent
+              / "checkpoints" / "ethanol_ts_res")
+
+
+@pytest.mark.parametrize("command", [["ks"], ["solve", "--functional", "tf", "--steps", "1"],
+                                     ["solve", "--functional", SHIPPED, "--steps", "1"]])
+def test_fragments_far_apart_are_refused(tmp_path, capsys, command):
+    path = tmp_path / "two_waters.xyz"
+    path.write_text(TWO_WATERS_500)
+    cube = tmp_path / "rho.cube"
+    extra = ["--cube", str(cube)] if command[0] == "solve" else []
+    assert_refused(capsys, [command[0], str(path), *command[1:], *CHEAP, *extra], 2,
+                   f"{path}: 2 fragments more than 10 Angstrom apart", "H2O (3 atoms), H2O "
+                   "(3 atoms)", "atom 0 (O) and atom 3 (O) are 500.000 Angstrom apart",
+                   prefix="error:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two_waters.xyz"]
+
+
+def test_fragment_check_keeps_complexes_and_documents_the_cutoff():
+    """A hydrogen-bonded water dimer (O-O 2.9 A) and a pair 9 A apart are one system; 11 A apart
+    is two."""
+    import numpy as np
+
+    from mofdft_jax.molecules import InputError, Molecule
+    from mofdft_jax.molecules.validate import MAX_FRAGMENT_GAP_ANGSTROM, check_fragments
+
+    assert MAX_FRAGMENT_GAP_ANGSTROM == 10.0
+    water = np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
+    for shift, one in ((2.9, True), (9.0 + 0.7572 * 2, True), (11.0 + 0.7572 * 2, False)):
+        coords = np.vstack([water, water + [0.0, shift, 0.0]])
+        mol = Molecule.from_angstrom([8, 1, 1, 8, 1, 1], coords, name="dimer")
+        if one:
+            assert check_fragments(mol) is mol
+        else:
+            with pytest.raises(InputError, match="2 fragments"):
+                check_fragments(mol)
+

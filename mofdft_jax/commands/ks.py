@@ -77,8 +77,10 @@ def ks(
     """
     from rich.console import Console
 
-    from mofdft_jax.commands.solve import (PYSCF_XC, check_basis_option, check_choice,
-                                           check_grid_level_option, check_positive)
+    from mofdft_jax.commands.solve import (PYSCF_XC, _frame_source, check_basis_option,
+                                           check_choice, check_grid_level_option,
+                                           check_positive)
+    from mofdft_jax.molecules.validate import check_fragments
     from mofdft_jax.molecules import InputError
     from mofdft_jax.molecules.io import read_molecules
     from mofdft_jax.qchem.ksdft import run_ks
@@ -98,6 +100,7 @@ def ks(
     if not 0 <= index < len(molecules):
         raise InputError(f"{file}: --index {index} out of range ({len(molecules)} molecule(s))")
     molecule = molecules[index]
+    check_fragments(molecule, source=_frame_source(file, index, len(molecules)))
     changes = {"density_fit": fit}
     for name, value in (("basis", basis), ("grid_level", grid_level),
                         ("xc", None if xc is None else PYSCF_XC[xc.lower()]),

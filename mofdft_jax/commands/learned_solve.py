@@ -325,12 +325,15 @@ def run_solve_learned(file: str, checkpoint, *, index: int = 0, **options):
     """``mofdft solve FILE --functional CHECKPOINT``: read molecule ``index`` of ``file``, load the
     checkpoint and run :func:`solve_molecule_learned` with ``options``."""
     from mofdft_jax.molecules import InputError
+    from mofdft_jax.commands.solve import _frame_source
     from mofdft_jax.molecules.io import read_molecules
+    from mofdft_jax.molecules.validate import check_fragments
 
     molecules = read_molecules(file)
     if index >= len(molecules):
         raise InputError(f"{file}: --index {index} but the file holds {len(molecules)} "
                          "molecule(s)")
+    check_fragments(molecules[index], source=_frame_source(file, index, len(molecules)))
     functional, info = load_functional(checkpoint)
     return solve_molecule_learned(molecules[index], functional, info, **options)
 

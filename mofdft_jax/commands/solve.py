@@ -298,6 +298,11 @@ def solve_command(
         raise typer.Exit(1)
 
 
+def _frame_source(file, index: int, n_molecules: int) -> str:
+    """How messages name molecule ``index`` of ``file`` (the frame only when there are several)."""
+    return f"{file}" + (f" frame {index}" if n_molecules > 1 else "")
+
+
 def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps: int = 1000,
               lr: float | None = None, xc: str = "pbe", rule: str | None = None,
               gtol: float = 1e-4, basis: str | None = None, grid_level: int = 2, index: int = 0,
@@ -316,6 +321,7 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
     from mofdft_jax.config import ensure_x64
     from mofdft_jax.molecules import InputError
     from mofdft_jax.molecules.io import read_molecules
+    from mofdft_jax.molecules.validate import check_fragments
     from mofdft_jax.qchem.basis import PAPER_BASIS, make_auxmol, make_mol
     from mofdft_jax.qchem.guesses import initial_guess
     from mofdft_jax.qchem.integrals import build_integral_bundle
@@ -333,6 +339,7 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         raise InputError(f"{file}: --index {index} but the file holds {len(molecules)} "
                          "molecule(s)")
     molecule = molecules[index]
+    check_fragments(molecule, source=_frame_source(file, index, len(molecules)))
 
     progress = make_progress(console)
     with progress:

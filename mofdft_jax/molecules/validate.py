@@ -20,6 +20,14 @@ from mofdft_jax.units import ANGSTROM_TO_BOHR, BOHR_TO_ANGSTROM, SUPPORTED_ELEME
 MIN_DISTANCE_ANGSTROM = 0.5
 
 
+#: Atoms are one molecule (or complex) when every atom is linked to the rest through neighbours
+#: closer than this (Angstrom). Hydrogen bonds (~2 A) and van der Waals contacts (3-4 A) stay well
+#: inside it. At 10 A (19 Bohr) two s Gaussians of exponent 0.1 Bohr^-2 overlap by
+#: exp(-0.05 R^2) < 1e-7, so the fragments share practically no density and one SCF / OFDFT of
+#: the whole is two separate systems forced to share a single electron count.
+MAX_FRAGMENT_GAP_ANGSTROM = 10.0
+
+
 def element_symbol(z: int) -> str:
     """Chemical symbol of atomic number ``z`` for any element ('Cl' for 17; 'Z0' for dummies)."""
     from ase.data import chemical_symbols
@@ -122,3 +130,54 @@ def validate_molecule(
             raise InputError(f"{where}: {first} and {second} are {d[k] * BOHR_TO_ANGSTROM:.3f} "
                              f"Angstrom apart (minimum {MIN_DISTANCE_ANGSTROM} Angstrom)")
     return mol
+
+
+def _hill_formula(numbers) -> str:
+    from collections import Counter
+
+    counts = Counter(element_symbol(z) for z in numbers)
+    order = [e for e in ("C", "H") if e in counts] + sorted(e for e in counts if e not in "CH")
+    return "".join(f"{e}{counts[e] if counts[e] > 1 else ''}" for e in order)
+
+
+def check_fragments(mol: Molecule, *, source: str | None = None,
+                    max_gap_angstrom: float = MAX_FRAGMENT_GAP_ANGSTROM,
+                    atom_lines: Sequence[int] | None = None) -> Molecule:
+    """Refuse a geometry that falls apart into fragments; return ``mol`` unchanged otherwise.
+
+    The fragments are the connected components of the graph that links atoms closer than
+    ``max_gap_angstrom`` (:data:`MAX_FRAGMENT_GAP_ANGSTROM` = 10 A; pairs from a k-d tree,
+    components from :func:`scipy.sparse.csgraph.connected_components`). More than one component
+    raises :class:`InputError` with one line: the number of fragments, the formula and atom count
+    of the first few, and the gap from the fragment of atom 0 to the nearest atom outside it (the
+    two atoms named).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    where = source if source is not None else mol.name
+    if mol.natm < 2:
+        return mol
+    coords = mol.coords_bohr
+    tree = cKDTree(coords)
+    pairs = tree.query_pairs(max_gap_angstrom * ANGSTROM_TO_BOHR, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])) if len(pairs) else
+                       ([], ([], [])), shape=(mol.natm, mol.natm))
+    n, labels = connected_components(graph, directed=False)
+    if n == 1:
+        return mol
+    first = labels == labels[0]
+    inside, outside = np.flatnonzero(first), np.flatnonzero(~first)
+    dist, nearest = cKDTree(coords[outside]).query(coords[inside])
+    k = int(np.argmin(dist))
+    i, j = int(inside[k]), int(outside[int(nearest[k])])
+    shown = []
+    for c in range(min(n, 3)):
+        atoms = np.flatnonzero(labels == c)
+        shown.append(f"{_hill_formula(mol.numbers[atoms])} ({len(atoms)} atoms)")
+    more = f" and {n - 3} more" if n > 3 else ""
+    raise InputError(f"{where}: {n} fragments more than {max_gap_angstrom:g} Angstrom apart: "
+                     f"{', '.join(shown)}{more}; {_atom(mol, atom_lines, i)} and "
+                     f"{_atom(mol, atom_lines, j)} are {dist[k] * BOHR_TO_ANGSTROM:.3f} Angstrom "
+                     "apart (the closest atoms of the first fragment and the rest); compute each "
+                     "fragment from its own file")
