@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 
 PRESETS = ("plain", "perturbed", "curvature", "curvature200", "quadratic", "visited_r1",
-           "visited_r2")
+           "visited_r2", "visited_b10")
+
+
+def preset_order(name: str) -> tuple:
+    """The table order: the named presets, then the fine-tuning rounds ft_rN by N."""
+    if name in PRESETS:
+        return (PRESETS.index(name), 0)
+    if name.startswith("ft_r") and name[4:].isdigit():
+        return (len(PRESETS), int(name[4:]))
+    return (len(PRESETS) + 1, name)
 COLUMNS = [("energy_error_at_ref_kcal", "E(p*) − E_KS (kcal/mol)"),
            ("proj_grad_norm_at_ref", "‖P∇E(p*)‖"),
            ("n_negative_modes", "negative modes at p*"),
@@ -57,7 +66,7 @@ def main(out_dir: Path, results: Path) -> None:
              + " | ".join(t for _, t in COLUMNS) + " |",
              "|" + "---|" * (4 + len(COLUMNS))]
     groups = sorted({(r["labels"], r["optimizer"]) for r in rows},
-                    key=lambda g: (PRESETS.index(g[0]) if g[0] in PRESETS else 9, g[1]))
+                    key=lambda g: (preset_order(g[0]), g[1]))
     for preset, optimizer in groups:
         sel = [r for r in rows if (r["labels"], r["optimizer"]) == (preset, optimizer)]
 
@@ -74,7 +83,7 @@ def main(out_dir: Path, results: Path) -> None:
                      + " | ".join(cell(k) for k, _ in COLUMNS) + " |")
     compact = ["| model | loss weights E/G/Δ/H/C/B | train rows | negative modes at p* | 1000 SGD steps: E − E_KS, ‖p − p*‖_W | "
                "converged (precond-lbfgs): E − E_KS, ‖p − p*‖_W, converged |", "|---|---|---|---|---|---|"]
-    for preset in PRESETS:
+    for preset in sorted({r["labels"] for r in rows}, key=preset_order):
         sgd = [r for r in rows if (r["labels"], r["optimizer"]) == (preset, "sgd")]
         conv = [r for r in rows if (r["labels"], r["optimizer"]) == (preset, "precond-lbfgs")]
         if not conv:
@@ -113,7 +122,13 @@ def main(out_dir: Path, results: Path) -> None:
                 "OUT/visited_rN`, then `mofdft train --data OUT/perturbed --visited OUT/visited_r1 "
                 "[... --visited OUT/visited_rN] --out OUT/visited_rN_model --epochs 45 "
                 "--loss-weights 1,20,0.08,0,0,1 --config small --target ts_res --batch-size 32 "
-                "--lr 5e-4 --norm l1 --dropout 0 --seed 0`, diagnosed like the others."]),
+                "--lr 5e-4 --norm l1 --dropout 0 --seed 0`, diagnosed like the others. "
+                "`visited_b10`: `visited_r2` with bound weight 10. `ft_rN` (fine-tuning "
+                "rounds): round N samples with ft_r(N−1) (ft_r1 = visited_r1), then "
+                "fine-tunes it on all rounds' states: `mofdft train ... --init-from "
+                "OUT/ft_r(N−1)_model --visited OUT/visited_r1 ... --visited OUT/visited_rN "
+                "--epochs 20 --lr 2e-4` (otherwise as above); ft_r2 fine-tunes visited_r1 on "
+                "visited_r1 + visited_r2, whose states that model itself visited."]),
             "",
             "Means over the 4 test conformers:", "", *compact, "", "Per molecule:", "",
             *lines, "",

@@ -1,47 +1,67 @@
-"""Probe of issue 19: the label-free bounds (mofdft_jax.train.losses.visited_bound_violations) along a
-precond-lbfgs minimisation from ProjMINAO with a learned checkpoint, on test conformers of a labelled
-dataset. Usage: python scripts/visited_bounds_probe.py CHECKPOINT DATASET N OUT.json"""
-import sys, json, numpy as np, jax, jax.numpy as jnp
-import mofdft_jax; mofdft_jax.enable_x64()
-from mofdft_jax.commands.learned_solve import load_functional, learned_energy_fn
-from mofdft_jax.data.loader import open_dataset
-from mofdft_jax.data.splits import make_splits
-from mofdft_jax.qchem.basis import make_auxmol, make_mol
-from mofdft_jax.qchem.integrals import build_integral_bundle
-from mofdft_jax.qchem.guesses import initial_guess
-from mofdft_jax.qchem.settings import PAPER_SETTINGS
-from mofdft_jax.solver import solve
-from mofdft_jax.solver.energy import sum_terms
-from mofdft_jax.solver.learned import make_learned_inputs
-from mofdft_jax.train.losses import make_visited_bounds, visited_bound_violations
-from mofdft_jax.units import HARTREE_TO_KCAL as K
-from mofdft_jax.workflows.landscape import coulomb_distance
-ckpt, data, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-functional, info = load_functional(ckpt)
-ds = open_dataset(data); files = make_splits(ds)["test"][:n]
-rows = []
-for file in files:
-    labels = ds.read(file); st = labels.settings
-    mol = make_mol(labels.molecule, st["basis"]); auxmol = make_auxmol(mol)
-    bundle = build_integral_bundle(mol, auxmol, grid_level=int(st["grid_level"]), with_forces=False, with_overlap=True)
-    inputs = make_learned_inputs(functional, bundle, functional.prepare(bundle))
-    efn = learned_energy_fn(functional, "pbe")
-    def parts(p, inputs):
-        t = efn(p, inputs); learned = functional.energy(p, inputs.bundle, inputs.geometry, features=inputs.features)
-        return jnp.stack([learned, sum_terms(t) - learned, t["kinetic"] - learned])
-    vg = jax.jit(jax.jacrev(parts)); val = jax.jit(parts)
-    e_ks = float(labels.ks_energy["e_tot"]); p_star = jnp.asarray(labels.p_ref)
-    guess = initial_guess("projminao", mol, auxmol, settings=PAPER_SETTINGS.replace(basis=st["basis"], grid_level=int(st["grid_level"])), functional=functional, bundle=bundle, geometry=inputs.geometry)
-    res = solve(efn, guess.coeffs, inputs, steps=300, optimizer="precond-lbfgs", gtol=1e-4, store_coeffs=True)
-    traj = res.trajectory.coeffs; nst = len(traj)
-    v_star = np.asarray(val(p_star, inputs))
-    t_star = e_ks - v_star[1]
-    idx = sorted(set([0, 1, 2, 4, 8, 16, 32, 64, 128, nst - 1]) & set(range(nst)))
-    for i in idx:
-        p = jnp.asarray(traj[i]); v = np.asarray(val(p, inputs)); J = np.asarray(vg(p, inputs))
-        b = make_visited_bounds(label_star=t_star, rest_star=v_star[1], rest_visited=v[1], grad_rest_visited=J[1], base_star=v_star[2], base_visited=v[2], grad_base_visited=J[2], coeffs_visited=p, coeffs_star=p_star)
-        viol = np.asarray(visited_bound_violations(K * v[0], K * J[0] @ (p - p_star), b))
-        rows.append(dict(file=file, step=i, e_err_kcal=K * (v[0] + v[1] - e_ks), dist=coulomb_distance(np.asarray(p), np.asarray(p_star), np.asarray(bundle.coulomb)), var=float(viol[0]), desc=float(viol[1]), conv=float(viol[2])))
-        print(json.dumps(rows[-1]), flush=True)
-    print(file, res.status, res.n_steps, flush=True)
-json.dump(rows, open(sys.argv[4], "w"), indent=1)
+"""Probe of issue 19 (docs/landscape.md §6): the label-free bounds along minimisations of a learned
+checkpoint on the *test* conformers of a labelled dataset, which ``mofdft sample-visited`` refuses
+to sample (they stay unseen by training; this script only measures).
+
+For each of the first N test conformers: precond-lbfgs from ProjMINAO (≤ 300 steps, |P∇E| ≤ 1e-4),
+the same path and kept steps as ``mofdft sample-visited``, then per kept state the energy error,
+the Coulomb distance to p* and the hinge violations of the three bounds (kcal/mol).
+
+usage: python scripts/visited_bounds_probe.py CHECKPOINT DATASET N OUT.json
+"""
+
+import json
+import sys
+
+import numpy as np
+
+import mofdft_jax
+
+mofdft_jax.enable_x64()
+
+from mofdft_jax.commands.learned_solve import (load_functional, prepare_learned_molecule,  # noqa: E402
+                                               solve_molecule_learned)
+from mofdft_jax.data.loader import open_dataset  # noqa: E402
+from mofdft_jax.data.splits import make_splits  # noqa: E402
+from mofdft_jax.workflows.visited import (select_visited_steps, visited_samples,  # noqa: E402
+                                          visited_violations)
+
+
+def probe_bounds(checkpoint: str, data: str, n: int) -> list[dict]:
+    """One row per kept state of the minimisations of the first ``n`` test conformers."""
+    functional, info = load_functional(checkpoint)
+    dataset = open_dataset(data)
+    settings = dataset.label_settings
+    xc = str(settings.get("xc", "pbe")).lower()
+    basis, grid_level = settings["basis"], int(settings["grid_level"])
+    rows = []
+    for file in make_splits(dataset)["test"][:n]:
+        labels = dataset.read(file)
+        setup = prepare_learned_molecule(labels.molecule, functional, basis=basis,
+                                         grid_level=grid_level, xc=xc, init="projminao",
+                                         with_forces=False, with_metric=True)
+        _, result = solve_molecule_learned(labels.molecule, functional, info, init="projminao",
+                                           steps=300, xc=xc, basis=basis, grid_level=grid_level,
+                                           optimizer="precond-lbfgs", gtol=1e-4,
+                                           store_coeffs=True, setup=setup)
+        trajectory = np.asarray(result.trajectory.coeffs)
+        samples = visited_samples(functional, xc, setup.inputs, trajectory,
+                                  select_visited_steps(trajectory.shape[0], 10),
+                                  coeffs_star=labels.p_ref,
+                                  energy_ks=float(labels.ks_energy["e_tot"]),
+                                  coulomb=np.asarray(setup.bundle.coulomb))
+        violations = visited_violations(functional, xc, setup.inputs, samples,
+                                        coeffs_star=labels.p_ref)
+        for step, error, distance, (var, desc, conv) in zip(
+                samples.steps, samples.energy_error_kcal, samples.distance, violations):
+            rows.append({"file": file, "step": int(step), "e_err_kcal": float(error),
+                         "dist": float(distance), "var": float(var), "desc": float(desc),
+                         "conv": float(conv)})
+            print(json.dumps(rows[-1]), flush=True)
+        print(file, result.status, result.n_steps, flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    checkpoint, data, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    with open(out, "w") as fh:
+        json.dump(probe_bounds(checkpoint, data, n), fh, indent=1)

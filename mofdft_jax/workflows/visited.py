@@ -122,4 +122,34 @@ def visited_samples(functional, xc: str, inputs, trajectory_coeffs, steps, *, co
                           energy_error_kcal=np.asarray(errors), distance=np.asarray(distances))
 
 
-__all__ = ["energy_split_fn", "select_visited_steps", "visited_samples"]
+def visited_violations(functional, xc: str, inputs, samples, *, coeffs_star) -> np.ndarray:
+    """``(n, 3)`` kcal/mol: the hinge violations [variational, descent, convexity] of
+    ``samples``' bounds by ``functional`` (any model, not only the one that was sampled), as the
+    training loss sees them (:func:`~mofdft_jax.train.losses.visited_bound_violations` of T_θ(p_v)
+    and ∇T_θ(p_v)ᵀ(p_v − p*)); NaN bounds (not applicable) give 0.
+
+    Args:
+      functional, xc: the learned functional to evaluate and the XC functional of its labels.
+      inputs: the molecule's ``LearnedInputs`` for ``functional``.
+      samples: :class:`~mofdft_jax.data.visited.VisitedSamples` of this molecule.
+      coeffs_star: ``(naux,)`` KS density p*.
+    """
+    import jax.numpy as jnp
+
+    from mofdft_jax.train.losses import VisitedBounds, visited_bound_violations
+    from mofdft_jax.units import HARTREE_TO_KCAL
+
+    fn = energy_split_fn(functional, xc)
+    p_star = np.asarray(coeffs_star, dtype=np.float64)
+    rows = []
+    for p, constants in zip(np.asarray(samples.coeffs), np.asarray(samples.bounds)):
+        value, jac = (np.asarray(x) for x in fn(jnp.asarray(p), inputs))
+        applies = np.isfinite(constants)
+        violation = np.asarray(visited_bound_violations(
+            HARTREE_TO_KCAL * value[0], HARTREE_TO_KCAL * float(jac[0] @ (p - p_star)),
+            VisitedBounds(*np.where(applies, constants, 0.0))))
+        rows.append(np.where(applies, violation, 0.0))
+    return np.asarray(rows).reshape(-1, 3)
+
+
+__all__ = ["energy_split_fn", "select_visited_steps", "visited_samples", "visited_violations"]

@@ -81,6 +81,13 @@ def test_bounds_agree_with_the_sampled_model_in_the_raw_basis(trained, tiny_data
         var.append(max(0.0, -err))
         desc.append(max(0.0, -total_slope))
 
+    # the violations of the sampled model at its own states, as the probe and the loss see them
+    from mofdft_jax.workflows.visited import visited_violations
+    violations = visited_violations(functional, "pbe", setup.inputs, samples, coeffs_star=p_star)
+    assert violations.shape == (len(samples.steps), 3) and np.all(violations >= 0)
+    np.testing.assert_allclose(violations[:, 0], var, atol=1e-6)
+    np.testing.assert_allclose(violations[:, 1], desc, atol=1e-6)
+
     # the trainer's p′-space evaluation of the same model on the same rows
     prepared = prepare_training_data(tiny_dataset, target="ts_res", split_names=("train",),
                                      splits={"train": [file]}, visited=[sampled])
