@@ -365,3 +365,42 @@ def test_fragment_check_keeps_complexes_and_documents_the_cutoff():
             with pytest.raises(InputError, match="2 fragments"):
                 check_fragments(mol)
 
+
+# --- charged and open-shell input: messages name the CLI's options; --charge ------------------
+
+H3O_XYZ = ("4\nhydronium charge=1\nO 0 0 0.06\nH 0 0.94 -0.25\nH 0.81 -0.47 -0.25\n"
+           "H -0.81 -0.47 -0.25\n")
+OH_XYZ = "2\nhydroxide\nO 0 0 0\nH 0 0 0.97\n"
+
+
+@pytest.mark.parametrize("command", ["ks", "solve"])
+@pytest.mark.parametrize("text, charge, needles", [
+    (H3O_XYZ, None, ["total charge +1", "(run it anyway with --charge +1)"]),
+    (OH_XYZ, None, ["open shell, 9 electrons (odd)", "have no --spin", "with --charge)"]),
+    (WATER_XYZ, "1", ["open shell, 9 electrons (odd)", "with --charge)"]),
+])
+def test_charge_and_open_shell_refusals_name_the_cli_options(tmp_path, capsys, command, text,
+                                                             charge, needles):
+    path = tmp_path / "mol.xyz"
+    path.write_text(text)
+    args = [command, str(path), *CHEAP, *(["--charge", charge] if charge else [])]
+    line = assert_refused(capsys, args, 2, f"{path}: ", *needles, prefix="error:")
+    assert "allow_" not in line and "=True" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mol.xyz"]
+
+
+def test_charge_option_runs_a_closed_shell_ion(tmp_path, capsys):
+    """--charge replaces the file's charge: KS of H3O+ and OFDFT of OH- with 10 electrons."""
+    import json
+
+    h3o, oh = tmp_path / "h3o.xyz", tmp_path / "oh.xyz"
+    h3o.write_text(H3O_XYZ)
+    oh.write_text(OH_XYZ)
+    assert main(["ks", str(h3o), *CHEAP, "--charge", "1", "--json"]) == 0
+    ks = json.loads(capsys.readouterr().out)
+    assert ks["charge"] == 1 and ks["n_electrons"] == 10 and ks["converged"]
+    assert main(["solve", str(oh), *CHEAP, "--functional", "tf", "--steps", "3", "--charge", "-1",
+                 "--json"]) == 0
+    solved = json.loads(capsys.readouterr().out)
+    assert solved["charge"] == -1 and solved["n_electrons"] == 10.0
+    assert solved["electron_count"] == pytest.approx(10.0, abs=1e-8)

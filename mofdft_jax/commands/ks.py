@@ -27,6 +27,7 @@ def ks_summary(run) -> dict:
     return {
         "molecule": mol.name,
         "formula": mol.formula,
+        "charge": int(mol.charge),
         "n_atoms": mol.natm,
         "n_electrons": mol.n_electrons,
         "energy_total_ha": e["e_tot"],
@@ -56,6 +57,9 @@ def ks(
     file: Path = typer.Argument(..., help="Molecule file (.xyz, .pdb, .npz, .smi) or "
                                 "smiles:<SMILES>."),
     index: int = typer.Option(0, "--index", help="Which molecule of a multi-molecule file."),
+    charge: Optional[int] = typer.Option(None, "--charge", help="Total charge, replacing the "
+                                         "file's (default: the file's, which must be 0); the "
+                                         "electron count must stay even (restricted KS)."),
     basis: Optional[str] = typer.Option(None, "--basis", help="Orbital basis, a PySCF name "
                                         "(paper: 6-31G(2df,p))."),
     grid_level: Optional[int] = typer.Option(None, "--grid-level", help="PySCF grid level, 0 "
@@ -77,12 +81,9 @@ def ks(
     """
     from rich.console import Console
 
-    from mofdft_jax.commands.solve import (PYSCF_XC, _frame_source, check_basis_option,
-                                           check_choice, check_grid_level_option,
-                                           check_positive)
-    from mofdft_jax.molecules.validate import check_fragments
-    from mofdft_jax.molecules import InputError
-    from mofdft_jax.molecules.io import read_molecules
+    from mofdft_jax.commands.solve import (PYSCF_XC, check_basis_option, check_choice,
+                                           check_grid_level_option, check_positive,
+                                           read_cli_molecule)
     from mofdft_jax.qchem.ksdft import run_ks
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
 
@@ -96,11 +97,7 @@ def ks(
                                  param_hint="'--max-cycle'")
     fit = _density_fit_option(density_fit)
 
-    molecules = read_molecules(str(file))
-    if not 0 <= index < len(molecules):
-        raise InputError(f"{file}: --index {index} out of range ({len(molecules)} molecule(s))")
-    molecule = molecules[index]
-    check_fragments(molecule, source=_frame_source(file, index, len(molecules)))
+    molecule = read_cli_molecule(file, index, charge)
     changes = {"density_fit": fit}
     for name, value in (("basis", basis), ("grid_level", grid_level),
                         ("xc", None if xc is None else PYSCF_XC[xc.lower()]),

@@ -275,6 +275,7 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = DEFAU
     summary = {
         "molecule": molecule.name,
         "formula": molecule.formula,
+        "charge": int(molecule.charge),
         "n_atoms": natm,
         "n_electrons": float(mol.nelectron),
         "naux": naux,
@@ -321,21 +322,16 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = DEFAU
     return summary, result
 
 
-def run_solve_learned(file: str, checkpoint, *, index: int = 0, **options):
-    """``mofdft solve FILE --functional CHECKPOINT``: read molecule ``index`` of ``file``, load the
+def run_solve_learned(file: str, checkpoint, *, index: int = 0, charge: int | None = None,
+                      **options):
+    """``mofdft solve FILE --functional CHECKPOINT``: read molecule ``index`` of ``file`` (total
+    charge ``charge`` if given, :func:`~mofdft_jax.commands.solve.read_cli_molecule`), load the
     checkpoint and run :func:`solve_molecule_learned` with ``options``."""
-    from mofdft_jax.molecules import InputError
-    from mofdft_jax.commands.solve import _frame_source
-    from mofdft_jax.molecules.io import read_molecules
-    from mofdft_jax.molecules.validate import check_fragments
+    from mofdft_jax.commands.solve import read_cli_molecule
 
-    molecules = read_molecules(file)
-    if index >= len(molecules):
-        raise InputError(f"{file}: --index {index} but the file holds {len(molecules)} "
-                         "molecule(s)")
-    check_fragments(molecules[index], source=_frame_source(file, index, len(molecules)))
+    molecule = read_cli_molecule(file, index, charge)
     functional, info = load_functional(checkpoint)
-    return solve_molecule_learned(molecules[index], functional, info, **options)
+    return solve_molecule_learned(molecule, functional, info, **options)
 
 
 def evaluate_on_dataset(functional, info, dataset_dir, files, *, init: str = DEFAULT_LEARNED_INIT,

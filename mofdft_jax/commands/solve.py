@@ -221,6 +221,9 @@ def solve_command(
                                    "~25 % faster grid terms, ~1e-8 relative energy error)."),
     index: int = typer.Option(0, "--index", min=0, help="Which molecule of a multi-molecule "
                               "file."),
+    charge: int = typer.Option(None, "--charge", help="Total charge of the molecule, "
+                               "replacing the file's (default: the file's, which must be 0). "
+                               "The electron count must stay even: closed shells only."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     trajectory: Path = typer.Option(None, "--trajectory", help="Write the per-step trajectory "
                                     "(energy, terms, gradient norms, electron count) as CSV."),
@@ -277,6 +280,7 @@ def solve_command(
         summary, result = run_solve_learned(file, functional, init=init, steps=steps, lr=lr,
                                             rule=rule, gtol=gtol, basis=basis,
                                             grid_level=grid_level, index=index,
+                                            charge=charge,
                                             grid_dtype=grid_dtype,
                                             trajectory=trajectory, cube=cube, console=console,
                                             **solver_options)
@@ -287,7 +291,7 @@ def solve_command(
         summary, result = run_solve(file, functional=functional, init=init, steps=steps,
                                     lr=lr, xc=xc, rule=rule, gtol=gtol,
                                     basis=basis, grid_level=2 if grid_level is None else grid_level,
-                                    index=index, trajectory=trajectory, cube=cube,
+                                    index=index, charge=charge, trajectory=trajectory, cube=cube,
                                     console=console, grid_dtype=grid_dtype, **solver_options)
     if json_output:
         typer.echo(json.dumps(summary))
@@ -303,9 +307,47 @@ def _frame_source(file, index: int, n_molecules: int) -> str:
     return f"{file}" + (f" frame {index}" if n_molecules > 1 else "")
 
 
+def cli_refusal_advice():
+    """The charge / open-shell advice of ``mofdft ks`` and ``mofdft solve``: their options."""
+    from mofdft_jax.molecules.validate import RefusalAdvice
+
+    return RefusalAdvice(
+        charged="run it anyway with --charge {charge}",
+        open_shell="mofdft ks and solve compute closed shells only and have no --spin; for an ion "
+                   "give its charge with --charge")
+
+
+def read_cli_molecule(file, index: int = 0, charge: int | None = None):
+    """Molecule ``index`` of ``file`` as ``mofdft ks`` / ``solve`` take it, or :class:`InputError`.
+
+    ``charge`` (``--charge``) replaces the file's total charge before the checks; without it the
+    file's charge must be 0. Checks: those of :func:`~mofdft_jax.molecules.validate_molecule`
+    (charge and open-shell refusals naming the CLI options, :func:`cli_refusal_advice`), the index
+    range and :func:`~mofdft_jax.molecules.validate.check_fragments`.
+    """
+    import dataclasses
+
+    from mofdft_jax.molecules import InputError
+    from mofdft_jax.molecules.io import read_molecules
+    from mofdft_jax.molecules.validate import check_fragments, refusal_advice, validate_molecule
+
+    with refusal_advice(cli_refusal_advice()):
+        molecules = read_molecules(str(file), validate=charge is None)
+        if not 0 <= index < len(molecules):
+            raise InputError(f"{file}: --index {index} out of range ({len(molecules)} "
+                             "molecule(s))")
+        molecule = molecules[index]
+        source = _frame_source(file, index, len(molecules))
+        if charge is not None:
+            molecule = dataclasses.replace(molecule, charge=int(charge))
+            validate_molecule(molecule, allow_charged=True, source=source)
+    return check_fragments(molecule, source=source)
+
+
 def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps: int = 1000,
               lr: float | None = None, xc: str = "pbe", rule: str | None = None,
               gtol: float = 1e-4, basis: str | None = None, grid_level: int = 2, index: int = 0,
+              charge: int | None = None,
               trajectory: Path | None = None, cube: Path | None = None, console=None,
               grid_dtype: str = "float64", optimizer: str = "sgd",
               stop_at_gtol: bool | None = None, negative_density_penalty: float = 0.0):
@@ -319,9 +361,6 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
     from mofdft_jax.solver import get_optimizer, resolve_solver_defaults
 
     from mofdft_jax.config import ensure_x64
-    from mofdft_jax.molecules import InputError
-    from mofdft_jax.molecules.io import read_molecules
-    from mofdft_jax.molecules.validate import check_fragments
     from mofdft_jax.qchem.basis import PAPER_BASIS, make_auxmol, make_mol
     from mofdft_jax.qchem.guesses import initial_guess
     from mofdft_jax.qchem.integrals import build_integral_bundle
@@ -334,12 +373,7 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
     spec = get_optimizer(optimizer)
     lr, rule, stop_at_gtol = resolve_solver_defaults(optimizer, lr=lr, rule=rule,
                                                      stop_at_gtol=stop_at_gtol)
-    molecules = read_molecules(file)
-    if index >= len(molecules):
-        raise InputError(f"{file}: --index {index} but the file holds {len(molecules)} "
-                         "molecule(s)")
-    molecule = molecules[index]
-    check_fragments(molecule, source=_frame_source(file, index, len(molecules)))
+    molecule = read_cli_molecule(file, index, charge)
 
     progress = make_progress(console)
     with progress:
@@ -378,6 +412,7 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
     summary = {
         "molecule": molecule.name,
         "formula": molecule.formula,
+        "charge": int(molecule.charge),
         "n_atoms": natm,
         "n_electrons": float(mol.nelectron),
         "naux": naux,

@@ -31,6 +31,7 @@ from mofdft_jax.molecules.molecule import InputError, Molecule
 from mofdft_jax.molecules.validate import (
     MIN_DISTANCE_ANGSTROM,
     atomic_number,
+    current_refusal_advice,
     element_symbol,
     validate_molecule,
 )
@@ -458,9 +459,9 @@ def read_pdb(path: PathLike, *, add_hydrogens: bool = False, validate: bool = Tr
             validate_molecule(mol, allow_charged=allow_charged, allow_open_shell=allow_open_shell,
                               source=p, atom_lines=[a.line for a in atoms])
         except InputError as err:
-            if "total charge" in str(err):
-                raise InputError(f"{err} (a protein can be neutralised with add_hydrogens=True)")\
-                    from None
+            hint = current_refusal_advice().pdb_charged
+            if "total charge" in str(err) and hint:
+                raise InputError(f"{err} ({hint})") from None
             raise
     return mol
 
@@ -491,13 +492,15 @@ def read_smiles_file(path: PathLike, *, seed: int = 0, validate: bool = True) ->
 
 
 def read_molecules(source: PathLike, *, seed: int = 0, allow_charged: bool = False,
-                   allow_open_shell: bool = False, add_hydrogens: bool = False) -> list[Molecule]:
+                   allow_open_shell: bool = False, add_hydrogens: bool = False,
+                   validate: bool = True) -> list[Molecule]:
     """Molecules from a file or a SMILES string; what the CLI calls on its FILE argument.
 
     ``smiles:CCO`` -> one conformer (RDKit ETKDGv3 seeded with ``seed``, MMFF). Files by extension:
     ``.xyz`` / ``.extxyz`` (multi-frame; QM9 records detected by line 2), ``.pdb`` (hydrogens
     required unless ``add_hydrogens``, which runs the neutral protein pipeline), ``.npz`` (MD17),
-    ``.smi`` (one SMILES per line). Each molecule is validated.
+    ``.smi`` (one SMILES per line). Each molecule is validated unless ``validate=False`` (then
+    only the file's syntax is checked, e.g. before the caller sets the charge).
     """
     text = str(source)
     if text.startswith("smiles:"):
@@ -505,20 +508,21 @@ def read_molecules(source: PathLike, *, seed: int = 0, allow_charged: bool = Fal
 
         return [molecule_from_smiles(text[len("smiles:"):].strip(), seed=seed,
                                      allow_charged=allow_charged,
-                                     allow_open_shell=allow_open_shell)]
+                                     allow_open_shell=allow_open_shell, validate=validate)]
     path = Path(text)
     if not path.exists():
         hint = f" (for a SMILES string write smiles:{text})" if not path.suffix else ""
         raise InputError(f"{text}: no such file{hint}")
     ext = path.suffix.lower()
-    flags = {"allow_charged": allow_charged, "allow_open_shell": allow_open_shell}
+    flags = {"allow_charged": allow_charged, "allow_open_shell": allow_open_shell,
+             "validate": validate}
     if ext in (".xyz", ".extxyz"):
         return read_xyz(path, **flags)
     if ext in (".pdb", ".ent"):
         return [read_pdb(path, add_hydrogens=add_hydrogens, **flags)]
     if ext == ".npz":
-        return read_md17_npz(path)
+        return read_md17_npz(path, validate=validate)
     if ext in (".smi", ".smiles"):
-        return read_smiles_file(path, seed=seed)
+        return read_smiles_file(path, seed=seed, validate=validate)
     raise InputError(f"{text}: unsupported file type '{ext or '(none)'}' (use .xyz, .pdb, .npz, "
                      ".smi or smiles:<SMILES>)")

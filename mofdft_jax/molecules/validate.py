@@ -8,6 +8,9 @@ offending atom(s), before PySCF or JAX spends minutes on it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +29,48 @@ MIN_DISTANCE_ANGSTROM = 0.5
 #: exp(-0.05 R^2) < 1e-7, so the fragments share practically no density and one SCF / OFDFT of
 #: the whole is two separate systems forced to share a single electron count.
 MAX_FRAGMENT_GAP_ANGSTROM = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RefusalAdvice:
+    """What a refusal of a charged or open-shell molecule tells the user to do.
+
+    Attributes:
+      charged: ends the message for a non-zero total charge, in parentheses; ``{charge}`` is
+        replaced by the charge (e.g. ``+1``).
+      open_shell: ends the message for an odd electron count or 2S > 0.
+      pdb_charged: added to the charge refusal of a PDB file (``None``: nothing).
+    """
+
+    charged: str
+    open_shell: str
+    pdb_charged: str | None = None
+
+
+#: The advice of the Python API (the keyword arguments of :func:`validate_molecule` and readers).
+PYTHON_ADVICE = RefusalAdvice(
+    charged="pass allow_charged=True to run it anyway",
+    open_shell="pass allow_open_shell=True to run it anyway; a charged input may need its charge "
+               "set",
+    pdb_charged="a protein can be neutralised with add_hydrogens=True")
+_ADVICE: contextvars.ContextVar[RefusalAdvice] = contextvars.ContextVar("refusal_advice",
+                                                                        default=PYTHON_ADVICE)
+
+
+@contextlib.contextmanager
+def refusal_advice(advice: RefusalAdvice):
+    """Within this block, charge and open-shell refusals end with ``advice`` (a command line names
+    its own options instead of the Python keyword arguments)."""
+    token = _ADVICE.set(advice)
+    try:
+        yield advice
+    finally:
+        _ADVICE.reset(token)
+
+
+def current_refusal_advice() -> RefusalAdvice:
+    """The advice in force (:func:`refusal_advice`)."""
+    return _ADVICE.get()
 
 
 def element_symbol(z: int) -> str:
@@ -76,6 +121,9 @@ def validate_molecule(
     4. total charge 0 unless ``allow_charged``;
     5. closed shell (2S = 0, even N_e) unless ``allow_open_shell``; then electron count and spin
        consistent (N_e and 2S of equal parity, 0 <= 2S <= N_e);
+
+    The refusals of 4 and 5 end with the advice of the enclosing :func:`refusal_advice` block
+    (default :data:`PYTHON_ADVICE`).
     6. no two atoms closer than ``MIN_DISTANCE_ANGSTROM`` = 0.5 A (pairs found with a k-d tree,
        O(N log N), so 700-atom proteins cost milliseconds).
 
@@ -107,15 +155,15 @@ def validate_molecule(
         more = f" (and {others} more unsupported atoms)" if others else ""
         raise InputError(f"{where}: {_atom(mol, atom_lines, i)} is element "
                          f"Z={int(mol.numbers[i])}; M-OFDFT supports H, C, N, O, F only{more}")
+    advice = _ADVICE.get()
     if mol.charge != 0 and not allow_charged:
         raise InputError(f"{where}: total charge {mol.charge:+d}; M-OFDFT is trained on neutral "
-                         "molecules (pass allow_charged=True to run it anyway)")
+                         f"molecules ({advice.charged.format(charge=f'{mol.charge:+d}')})")
     n_elec = mol.n_electrons
     if (mol.spin != 0 or n_elec % 2) and not allow_open_shell:
         why = f"{n_elec} electrons (odd)" if n_elec % 2 else f"spin 2S={mol.spin}"
         raise InputError(f"{where}: open shell, {why}; M-OFDFT is trained on closed-shell molecules"
-                         " (pass allow_open_shell=True to run it anyway; a charged input may need "
-                         "its charge set)")
+                         f" ({advice.open_shell})")
     if mol.spin < 0 or mol.spin > n_elec or (n_elec - mol.spin) % 2:
         raise InputError(f"{where}: spin 2S={mol.spin} is impossible with {n_elec} electrons "
                          "(2S must have the parity of the electron count; set the spin)")
