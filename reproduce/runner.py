@@ -89,6 +89,24 @@ def _code_id(commit: str | None) -> str | None:
     return commit.removesuffix("-dirty") if commit else None
 
 
+def experiment_catalogue() -> list[dict]:
+    """``{"name", "title", "presets"}`` of every experiment in run order: the title is the head of
+    its module docstring (up to the first colon), the presets the tables of its config file. Read
+    from the files, nothing is imported."""
+    import ast
+
+    rows = []
+    for name in EXPERIMENTS:
+        source = (Path(__file__).resolve().parent / f"{name}.py").read_text()
+        doc = (ast.get_docstring(ast.parse(source)) or "").strip()
+        title = " ".join(doc.split("\n\n")[0].split()).split(": ")[0].rstrip(".")
+        with open(CONFIG_DIR / f"{name}.toml", "rb") as fh:
+            tables = tomllib.load(fh)
+        rows.append({"name": name, "title": title,
+                     "presets": [p for p in PRESETS if p in tables]})
+    return rows
+
+
 def resolve_experiments(names: list[str] | None) -> list[str]:
     """Validate experiment names (``None`` or empty: all, in registry order)."""
     if not names:

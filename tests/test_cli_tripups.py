@@ -404,3 +404,26 @@ def test_charge_option_runs_a_closed_shell_ion(tmp_path, capsys):
     solved = json.loads(capsys.readouterr().out)
     assert solved["charge"] == -1 and solved["n_electrons"] == 10.0
     assert solved["electron_count"] == pytest.approx(10.0, abs=1e-8)
+
+
+# --- mofdft reproduce --list / mofdft datagen --list --------------------------------------------
+
+@pytest.mark.parametrize("command", ["reproduce", "datagen"])
+def test_list_prints_the_registry_and_exits_0(capsys, command):
+    """``--list`` needs no other argument (not even datagen's required RECIPE and --out), prints
+    one line per registry entry with its presets, and exits 0."""
+    import re
+
+    from mofdft_jax.data.recipes import recipe_catalogue
+    from reproduce.runner import EXPERIMENTS
+
+    assert main([command, "--list"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    names = list(EXPERIMENTS) if command == "reproduce" else [r["name"] for r in
+                                                              recipe_catalogue()]
+    assert len(names) >= 8 and (command == "reproduce" or "smoke" in names)
+    assert [line.split()[0] for line in lines[:-1]] == names
+    assert all(re.search(r"  \[(quick|cpu|paper)", line) for line in lines[:-1])
+    assert lines[-1].startswith("(")

@@ -7,9 +7,26 @@ import json
 import typer
 
 
+def _list_recipes(value: bool) -> None:
+    """``--list``: print the shipped recipes (name, presets, description) and exit 0."""
+    if not value:
+        return
+    from mofdft_jax.data.recipes import recipe_catalogue
+
+    rows = recipe_catalogue()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        presets = ", ".join(f"{p}*" if p == r["default_preset"] else p for p in r["presets"])
+        typer.echo(f"{r['name']:<{width}}  [{presets}]  {r['description']}")
+    typer.echo("(* the default preset; mofdft datagen RECIPE --preset PRESET --out DIR; cards in "
+               "datasets/RECIPE.md)")
+    raise typer.Exit()
+
+
 def datagen(
     recipe: str = typer.Argument(..., help="Recipe file, or the name of a shipped recipe in "
-                                 "datasets/ (e.g. ethanol_thermal, small_molecules, smoke)."),
+                                 "datasets/ (e.g. ethanol_thermal, small_molecules, smoke; "
+                                 "mofdft datagen --list shows them all)."),
     out: str = typer.Option(..., "--out", help="Dataset directory (created; rerun to resume). "
                             "With --scheduler it must be writable by every worker."),
     preset: str = typer.Option(None, "--preset", help="Recipe preset: quick, cpu or paper "
@@ -25,6 +42,9 @@ def datagen(
                                       "earlier failure was deterministic (SCF not converged)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object "
                                      "on stdout."),
+    list_recipes: bool = typer.Option(False, "--list", is_eager=True, callback=_list_recipes,
+                                      help="List the shipped recipes with their presets and "
+                                      "exit."),
 ):
     """Run KS-DFT labels for every molecule of RECIPE that has no shard in OUT yet.
 

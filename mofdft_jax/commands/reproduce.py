@@ -10,9 +10,24 @@ from typing import List, Optional
 import typer
 
 
+def _list_experiments(value: bool) -> None:
+    """``--list``: print the experiments (run order, presets, what each reproduces) and exit 0."""
+    if not value:
+        return
+    from reproduce.runner import experiment_catalogue
+
+    rows = experiment_catalogue()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        typer.echo(f"{r['name']:<{width}}  [{', '.join(r['presets'])}]  {r['title']}")
+    typer.echo("(run order; mofdft reproduce [EXPERIMENT ...] --preset PRESET)")
+    raise typer.Exit()
+
+
 def reproduce(
     experiments: Optional[List[str]] = typer.Argument(
-        None, help="Experiments to run (default: all, in order)."),
+        None, help="Experiments to run (default: all, in order; mofdft reproduce --list shows "
+        "them)."),
     preset: str = typer.Option("quick", "--preset", "-p", help="quick | cpu | paper"),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Results folder."),
     cache: Optional[Path] = typer.Option(
@@ -24,6 +39,10 @@ def reproduce(
     verify_after: bool = typer.Option(True, "--verify/--no-verify",
                                       help="Write OUT/VERIFY.md afterwards."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    list_experiments: bool = typer.Option(False, "--list", is_eager=True,
+                                          callback=_list_experiments,
+                                          help="List the experiments with their presets and "
+                                          "exit."),
     isolate: Optional[bool] = typer.Option(
         None, "--isolate/--in-process",
         help="Run each experiment in its own process (default when there are several), so the "

@@ -60,6 +60,21 @@ def datasets_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "datasets"
 
 
+def recipe_catalogue() -> list[dict]:
+    """``{"name", "description", "presets", "default_preset"}`` of every shipped recipe
+    (``datasets/*.toml``, sorted by name), read from the TOML alone: no molecule is built."""
+    rows = []
+    for path in sorted(datasets_dir().glob("*.toml")):
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path}: invalid TOML ({exc})") from None
+        rows.append({"name": path.stem, "description": str(raw.get("description", "")),
+                     "presets": list(raw.get("presets", {})),
+                     "default_preset": raw.get("default_preset")})
+    return rows
+
+
 def find_recipe(name_or_path: str | os.PathLike) -> Path:
     """Resolve a recipe argument: an existing path, else ``datasets/<name>.toml``."""
     path = Path(name_or_path).expanduser()
