@@ -108,6 +108,11 @@ def train_command(
                                                "--eval-test molecules) holds elements the "
                                                "training split lacks; refused otherwise, since "
                                                "the model's energies there are arbitrary."),
+    train_size: int = typer.Option(None, "--train-size", min=1, help="Train on the first N "
+                                   "molecules of the train split only (sorted shard names, so "
+                                   "smaller sizes are subsets of larger ones: a learning curve)."),
+    val_size: int = typer.Option(None, "--val-size", min=1, help="Validate on the first N "
+                                 "molecules of the val split only."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Train a learned functional on DATA and write the checkpoint OUT (resumable)."""
@@ -130,7 +135,8 @@ def train_command(
                         no_local_frames=no_local_frames, no_reparam=no_reparam,
                         parity=parity, filter_kcal=filter_kcal, eval_test=eval_test,
                         eval_steps=eval_steps, visited=visited or (), init_from=init_from,
-                        allow_unseen_elements=allow_unseen_elements, console=console)
+                        allow_unseen_elements=allow_unseen_elements, train_size=train_size,
+                        val_size=val_size, console=console)
     if json_output:
         typer.echo(json.dumps(summary))
     else:
@@ -145,6 +151,7 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
               no_local_frames: bool = False, no_reparam: bool = False, parity: bool = False,
               filter_kcal: float | None = None, eval_test: int = 0, eval_steps: int = 1000,
               visited=(), init_from: str | None = None, allow_unseen_elements: bool = False,
+              train_size: int | None = None, val_size: int | None = None,
               console=None, on_epoch=None) -> dict:
     """Everything ``mofdft train`` does; returns the JSON summary.
 
@@ -226,6 +233,12 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
     console.print(f"[bold]mofdft train[/] {data} ({recipe_name or 'dataset'}, "
                   f"{len(dataset)} molecules) → {out}", highlight=False)
     splits = make_splits(dataset)
+    for name, size in (("train", train_size), ("val", val_size)):
+        if size is not None:
+            if size > len(splits.get(name, [])):
+                raise InputError(f"--{name}-size {size}: the {name} split of {data} has only "
+                                 f"{len(splits.get(name, []))} molecules")
+            splits[name] = splits[name][:size]  # sorted shard names: nested subsets
     if not allow_unseen_elements:  # before the labels are prepared
         check_split_elements(dataset, {**splits, "test": splits.get("test", [])[:eval_test]},
                              held_out=("val", "test") if eval_test else ("val",),

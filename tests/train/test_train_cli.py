@@ -168,3 +168,22 @@ def test_learned_solve_uses_and_names_the_label_settings(trained, water_xyz, cap
     assert code == 0 and out["grid_level"] == 1
     assert out["label_settings_warnings"] == [
         "grid_level 1 differs from the checkpoint's label setting 0"]
+
+
+def test_train_size_takes_a_prefix_of_the_split_and_refuses_too_many(tiny_dataset, tmp_path,
+                                                                      capsys):
+    """``--train-size`` / ``--val-size`` (learning curves): the sizes reach the checkpoint's split
+    record; more molecules than the split holds is one line, exit 2, before any label work."""
+    code, _, err = run_json(capsys, ["train", "--data", str(tiny_dataset), "--out",
+                                     str(tmp_path / "big"), "--epochs", "1", "--train-size", "5",
+                                     *TRAIN])
+    assert code == 2 and "--train-size 5" in err and "only 1 molecules" in err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
+    out = tmp_path / "prefix"
+    code, summary, err = run_json(capsys, ["train", "--data", str(tiny_dataset), "--out",
+                                           str(out), "--epochs", "1", "--train-size", "1",
+                                           "--val-size", "1", "--json", *TRAIN])
+    assert code == 0, err
+    _, info = load_checkpoint(out)
+    assert info.extra["splits"]["train"] == 1 == summary["n_train_molecules"]
+    assert info.extra["splits"]["val"] == 1 == summary["n_val_molecules"]
