@@ -7,7 +7,9 @@ Conventions shared by all subcommands:
 * bad input (:class:`mofdft_jax.molecules.InputError`, missing files, unknown options) prints one
   red line ``error: ...`` and exits with status 2; ``--debug`` shows the traceback instead;
 * ``--json`` (where offered) prints one JSON object on stdout and nothing else, progress goes to
-  stderr.
+  stderr;
+* help is click's plain formatter (``rich_markup_mode=None``): flags are listed without a value
+  type (``--json``, not ``--json <bool>``) and docstring paragraphs are refilled to the terminal.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 _STATE = {"debug": False}

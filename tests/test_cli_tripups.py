@@ -427,3 +427,21 @@ def test_list_prints_the_registry_and_exits_0(capsys, command):
     assert [line.split()[0] for line in lines[:-1]] == names
     assert all(re.search(r"  \[(quick|cpu|paper)", line) for line in lines[:-1])
     assert lines[-1].startswith("(")
+
+
+# --- help: boolean flags are plain flags ------------------------------------------------------
+
+def test_help_renders_boolean_flags_as_plain_flags(capsys):
+    """No ``--json <bool>``: every command's help lists its flags without a value type (click's
+    plain formatter, rich_markup_mode=None)."""
+    import re
+
+    from mofdft_jax.commands import COMMANDS
+
+    for name, _ in COMMANDS:
+        assert main([name, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "<bool>" not in out, name
+        assert re.search(r"^  --help +Show this message and exit\.$", out, re.M), name
+        if "--json" in out:
+            assert re.search(r"^  --json +\S", out, re.M), name
