@@ -128,7 +128,9 @@ def main(out_dir: Path, results: Path) -> None:
                 "fine-tunes it on all rounds' states: `mofdft train ... --init-from "
                 "OUT/ft_r(N−1)_model --visited OUT/visited_r1 ... --visited OUT/visited_rN "
                 "--epochs 20 --lr 2e-4` (otherwise as above); ft_r2 fine-tunes visited_r1 on "
-                "visited_r1 + visited_r2, whose states that model itself visited."]),
+                "visited_r1 + visited_r2, whose states that model itself visited. One command runs "
+                "round 1 and the fine-tuning rounds: `bash scripts/adaptive_sampling.sh OUT` "
+                "(ROUNDS=4)."]),
             "",
             "Means over the 4 test conformers:", "", *compact, "", "Per molecule:", "",
             *lines, "",
