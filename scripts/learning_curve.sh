@@ -11,8 +11,8 @@
 # Then: python scripts/learning_curve_summary.py OUT results/learning_curve
 #
 # Usage: scripts/learning_curve.sh [OUT_DIR]    (default ~/.cache/mofdft_jax/learning_curve)
-# Environment: SIZES ("20 40 80 160 320"), CONFIGS ("tiny small"), STEP_BUDGET (2500),
-#   N_TEST (20), N_CONVERGED (8), CONVERGED_CONFIGS ("small"), WORKERS (datagen, 2).
+# Environment: SIZES ("20 40 80 160 320"), CONFIGS ("tiny small"), STEP_BUDGET (1500),
+#   N_TEST (20), N_CONVERGED (4), CONVERGED_CONFIGS ("small"), WORKERS (datagen, 2).
 # Every stage is resumable: rerun the same command after an interruption.
 set -euo pipefail
 
@@ -22,7 +22,7 @@ MOFDFT="${MOFDFT:-mofdft}"
 SIZES=(${SIZES:-20 40 80 160 320})
 CONFIGS=(${CONFIGS:-tiny small})
 CONVERGED_CONFIGS=" ${CONVERGED_CONFIGS:-small} "
-BUDGET="${STEP_BUDGET:-2500}"
+BUDGET="${STEP_BUDGET:-1500}"
 mkdir -p "${OUT}"
 echo "== datagen -> ${OUT}/data ($(date +%T))"
 OMP_NUM_THREADS=1 "${MOFDFT}" datagen "${HERE}/scripts/ethanol_learning_curve.toml" \
@@ -54,7 +54,7 @@ for config in "${CONFIGS[@]}"; do
         fi
         if [[ "${CONVERGED_CONFIGS}" == *" ${config} "* ]] && [ ! -f "${run}_converged.json" ]; then
             echo "== diagnose ${config}_n${n}: converged minimisation ($(date +%T))"
-            "${MOFDFT}" diagnose "${run}" --data "${OUT}/data" --n "${N_CONVERGED:-8}" \
+            "${MOFDFT}" diagnose "${run}" --data "${OUT}/data" --n "${N_CONVERGED:-4}" \
                 --steps 300 --optimizer precond-lbfgs --no-hessian \
                 --out "${run}_converged.json" > "${run}_converged.log" 2>&1
         fi
