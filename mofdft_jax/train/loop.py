@@ -278,8 +278,17 @@ def _remove_stale_blobs(manifest: Path, keep: Path) -> None:
 
 def _run_identity(functional: LearnedFunctional, config: TrainConfig, fingerprint: str,
                   n_train: int, n_devices: int) -> dict:
-    """What must match for a saved state to be resumed."""
+    """What must match for a saved state to be resumed.
+
+    ``initial_weights_sha256`` (SHA-256 of the initial network's array bytes) tells a fresh start
+    from a fine-tuning one (``mofdft train --init-from``) and one fine-tuned checkpoint from
+    another; states saved before it existed resume without the check.
+    """
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(eqx.filter(functional.model, eqx.is_array)):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     return {"model_config": functional.config.to_dict(), "train_config": config.to_dict(),
+            "initial_weights_sha256": digest.hexdigest(),
             "target": functional.target, "use_local_frames": functional.use_local_frames,
             "use_reparam": functional.use_reparam, "data_fingerprint": fingerprint,
             "n_train_steps": int(n_train), "batch_size": _padded_batch(config.batch_size,
@@ -314,11 +323,14 @@ def save_train_state(out, state: TrainState, identity: dict) -> None:
     _remove_stale_blobs(manifest, keep=blob_path)
 
 
+_IDENTITY_ADDED_LATER = frozenset({"initial_weights_sha256"})
+
+
 def _identity_diff(saved: dict, wanted: dict) -> list[str]:
     diffs = []
     for key in wanted:
         a, b = saved.get(key), wanted[key]
-        if a == b:
+        if a == b or (key in _IDENTITY_ADDED_LATER and key not in saved):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += [f"{key}.{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (now)"

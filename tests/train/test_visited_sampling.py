@@ -165,6 +165,12 @@ def test_init_from_fine_tunes_the_checkpoint_and_refuses_a_mismatch(trained, tin
     assert fresh["best"]["train_energy_mae_kcal"] != pytest.approx(
         summary["best"]["train_energy_mae_kcal"], rel=1e-3)
 
+    # a finished fresh run is not resumed as if it were a fine-tuning one (nor the reverse)
+    resumed = [*args]
+    resumed[resumed.index("--out") + 1] = str(tmp_path / "fresh")
+    code, _, err = run_json(capsys, resumed)
+    assert code == 2 and "initial_weights_sha256" in err, err
+
     bad = [a if a != "tiny" else "small" for a in args]
     bad[bad.index("--out") + 1] = str(tmp_path / "mismatch")
     code, _, err = run_json(capsys, bad)
