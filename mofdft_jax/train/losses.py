@@ -224,11 +224,7 @@ def step_losses(functional, step: StepInputs, *, key=None, inference: bool = Tru
     if step.bounds is not None:
         # ∇T_θᵀ(p_v − p*) in p′ space: the gradient in kcal/mol per unit p′, δ′ = −Δ′
         grad_dot_delta = -jnp.dot(gather_from_slots(grad_slots, geometry), step.delta)
-        applies = jnp.isfinite(step.bounds)
-        constants = jnp.where(applies, step.bounds, 0.0)
-        violations = visited_bound_violations(energy, grad_dot_delta,
-                                              VisitedBounds(*constants))
-        bound = jnp.where(applies, violations, 0.0)
+        bound = applicable_bound_violations(energy, grad_dot_delta, step.bounds)
     else:
         bound = jnp.zeros(3, dtype=energy.dtype)
     if with_hvp and has_response_labels(step):
@@ -369,3 +365,13 @@ def visited_bound_violations(energy: Float[Array, ""], grad_dot_delta: Float[Arr
     return jnp.stack([jax.nn.relu(bounds.variational - energy),
                       jax.nn.relu(-(grad_dot_delta + bounds.descent)),
                       jax.nn.relu(energy - grad_dot_delta + bounds.convexity)])
+
+
+def applicable_bound_violations(energy: Float[Array, ""], grad_dot_delta: Float[Array, ""],
+                                bounds: Float[Array, "3"]) -> Float[Array, "3"]:
+    """:func:`visited_bound_violations` for a ``(3,)`` array of constants [k_var, k_desc, k_conv]
+    (kcal/mol) in which NaN marks a bound that does not apply (it is violated by 0)."""
+    applies = jnp.isfinite(bounds)
+    violations = visited_bound_violations(energy, grad_dot_delta,
+                                          VisitedBounds(*jnp.where(applies, bounds, 0.0)))
+    return jnp.where(applies, violations, 0.0)

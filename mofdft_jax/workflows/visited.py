@@ -125,7 +125,7 @@ def visited_samples(functional, xc: str, inputs, trajectory_coeffs, steps, *, co
 def visited_violations(functional, xc: str, inputs, samples, *, coeffs_star) -> np.ndarray:
     """``(n, 3)`` kcal/mol: the hinge violations [variational, descent, convexity] of
     ``samples``' bounds by ``functional`` (any model, not only the one that was sampled), as the
-    training loss sees them (:func:`~mofdft_jax.train.losses.visited_bound_violations` of T_θ(p_v)
+    training loss sees them (:func:`~mofdft_jax.train.losses.applicable_bound_violations` of T_θ(p_v)
     and ∇T_θ(p_v)ᵀ(p_v − p*)); NaN bounds (not applicable) give 0.
 
     Args:
@@ -136,7 +136,7 @@ def visited_violations(functional, xc: str, inputs, samples, *, coeffs_star) -> 
     """
     import jax.numpy as jnp
 
-    from mofdft_jax.train.losses import VisitedBounds, visited_bound_violations
+    from mofdft_jax.train.losses import applicable_bound_violations
     from mofdft_jax.units import HARTREE_TO_KCAL
 
     fn = energy_split_fn(functional, xc)
@@ -144,11 +144,9 @@ def visited_violations(functional, xc: str, inputs, samples, *, coeffs_star) -> 
     rows = []
     for p, constants in zip(np.asarray(samples.coeffs), np.asarray(samples.bounds)):
         value, jac = (np.asarray(x) for x in fn(jnp.asarray(p), inputs))
-        applies = np.isfinite(constants)
-        violation = np.asarray(visited_bound_violations(
+        rows.append(np.asarray(applicable_bound_violations(
             HARTREE_TO_KCAL * value[0], HARTREE_TO_KCAL * float(jac[0] @ (p - p_star)),
-            VisitedBounds(*np.where(applies, constants, 0.0))))
-        rows.append(np.where(applies, violation, 0.0))
+            jnp.asarray(constants))))
     return np.asarray(rows).reshape(-1, 3)
 
 
