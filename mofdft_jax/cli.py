@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # typer.Exit inside commands
         return int(exc.code or 0)
+    except KeyboardInterrupt:  # commands without exit_on_interrupt (train: its state is atomic)
+        if debug:
+            raise
+        sys.stderr.write("\ninterrupted (Ctrl-C)\n")
+        return 130
     except Exception as exc:  # click usage errors and friends
         code = _click_exit_code(exc)
         if code is not None:

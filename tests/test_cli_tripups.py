@@ -445,3 +445,83 @@ def test_help_renders_boolean_flags_as_plain_flags(capsys):
         assert re.search(r"^  --help +Show this message and exit\.$", out, re.M), name
         if "--json" in out:
             assert re.search(r"^  --json +\S", out, re.M), name
+
+
+# -- Ctrl-C: exit 130 within a second, nothing half-written --------------------------------------
+
+def _start_cli(args, tmp_path):
+    """``python -m mofdft_jax.cli ARGS`` in a new process group, stderr piped (plain lines)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "mofdft_jax.cli", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+
+
+def _interrupt_when(proc, needle: str, timeout_s: float = 240.0) -> tuple[float, str]:
+    """Read stderr until a line contains ``needle``, send SIGINT, return (seconds to exit,
+    the rest of stderr)."""
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    for raw in iter(proc.stderr.readline, b""):
+        seen.append(raw.decode(errors="replace"))
+        if needle in seen[-1]:
+            break
+        assert time.monotonic() < deadline, "".join(seen)[-2000:]
+    else:
+        raise AssertionError("process ended before " + repr(needle) + ": " + "".join(seen))
+    t0 = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return time.monotonic() - t0, "".join(seen) + proc.stderr.read().decode(errors="replace")
+
+
+@pytest.mark.parametrize("needle", ["(compiling)", "step "])
+def test_ctrl_c_during_solve_exits_130_at_once_and_writes_nothing(water_xyz, tmp_path, needle):
+    """SIGINT while the solve compiles and while it runs inside XLA: status 130 within a second,
+    one 'interrupted' line, no traceback, no trajectory/cube file (nor a temporary one)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _start_cli(["solve", str(water_xyz), "--functional", "tf+1/9vw", "--steps", "200000",
+                       "--run-all-steps", "--basis", "sto-3g", "--grid-level", "0",
+                       "--trajectory", str(out / "traj.csv"), "--cube", str(out / "rho.cube")],
+                      tmp_path)
+    wall_s, err = _interrupt_when(proc, needle)
+    assert proc.returncode == 130, err[-2000:]
+    assert wall_s < 1.0, wall_s
+    assert "interrupted" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
+def test_ctrl_c_during_ks_exits_130_at_once(tmp_path):
+    """SIGINT during the SCF of ``mofdft ks`` (PySCF in C): status 130 within a second."""
+    proc = _start_cli(["ks", "smiles:CCCCCCCC", "--basis", "cc-pvdz", "--max-cycle", "200"],
+                      tmp_path)
+    import time
+
+    time.sleep(6.0)  # imports and the start of the SCF (nothing is printed on a pipe)
+    import os
+    import signal
+
+    t0 = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = proc.stderr.read().decode(errors="replace")
+    assert proc.returncode == 130, err[-2000:]
+    assert time.monotonic() - t0 < 1.0
+    assert "interrupted" in err and "Traceback" not in err

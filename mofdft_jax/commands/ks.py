@@ -106,8 +106,10 @@ def ks(
             changes[name] = value
     settings = PAPER_SETTINGS.replace(**changes)
 
+    from mofdft_jax.commands.interrupt import exit_on_interrupt
+
     console = Console(stderr=True)
-    with console.status(f"KS-DFT {molecule.name} ({molecule.formula}, {settings.basis})") as status:
+    with exit_on_interrupt(), console.status(f"KS-DFT {molecule.name} ({molecule.formula}, {settings.basis})") as status:
         def on_step(k, e_tot, delta_e):
             status.update(f"KS-DFT {molecule.name}: step {k}  E = {e_tot:.10f} Ha  "
                           f"ΔE = {delta_e:+.2e}")

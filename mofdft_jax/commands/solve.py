@@ -269,6 +269,22 @@ def solve_command(
     check_positive("--max-memory", max_memory)
     check_steps_memory(steps, max_memory)
 
+    from mofdft_jax.commands.interrupt import exit_on_interrupt
+
+    with exit_on_interrupt():
+        _solve_after_checks(file, functional=functional, learned=learned, init=init,
+                            optimizer=optimizer, steps=steps, lr=lr, xc=xc, rule=rule, gtol=gtol,
+                            stop_at_gtol=stop_at_gtol,
+                            negative_density_penalty=negative_density_penalty, quiet=quiet,
+                            basis=basis, grid_level=grid_level, grid_dtype=grid_dtype,
+                            index=index, charge=charge, json_output=json_output,
+                            trajectory=trajectory, cube=cube)
+
+
+def _solve_after_checks(file, *, functional, learned, init, optimizer, steps, lr, xc, rule, gtol,
+                        stop_at_gtol, negative_density_penalty, quiet, basis, grid_level,
+                        grid_dtype, index, charge, json_output, trajectory, cube):
+    """``mofdft solve`` once its options are checked: the solve, its outputs and summary."""
     from rich.console import Console
 
     console = Console(stderr=True, quiet=quiet or json_output)
@@ -578,18 +594,22 @@ def finish_solution(result, bundle, mol, auxmol, *, with_forces: bool, trajector
     from mofdft_jax.qchem.integrals import hf_forces as host_hf_forces
     from mofdft_jax.solver import hf_forces
 
+    from mofdft_jax.commands.interrupt import atomic_output
+
     if with_forces:
         forces = np.asarray(hf_forces(result.coeffs, bundle))
     else:
         forces = host_hf_forces(result.coeffs, mol, auxmol)
     if trajectory is not None:
-        write_trajectory_csv(trajectory, result)
+        with atomic_output(trajectory) as tmp:
+            write_trajectory_csv(tmp, result)
     if cube is not None:
         from mofdft_jax.qchem.cube import write_density_cube
 
-        write_density_cube(cube, result.coeffs, mol, auxmol,
-                           comment=f"M-OFDFT density {label} step {result.chosen_step} "
-                                   "(e/Bohr^3)")
+        with atomic_output(cube) as tmp:
+            write_density_cube(tmp, result.coeffs, mol, auxmol,
+                               comment=f"M-OFDFT density {label} step {result.chosen_step} "
+                                       "(e/Bohr^3)")
     return forces
 
 

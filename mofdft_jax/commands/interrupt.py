@@ -1,0 +1,117 @@
+"""Ctrl-C for compute-only commands (``mofdft solve``, ``mofdft ks``): exit 130 at once, nothing
+half-written.
+
+Python runs a SIGINT handler only between bytecodes of the main thread, so a ``KeyboardInterrupt``
+waits until a compiled XLA solve or a PySCF integral batch returns (measured: > 60 s), and one
+raised inside a host callback of a running XLA loop can crash the process. Instead
+:func:`exit_on_interrupt` asks Python's C-level signal handler to write to a socket
+(``signal.set_wakeup_fd``, which it does whatever thread is busy), and a watcher thread that
+blocks on that socket prints one line, deletes the temporary files of unfinished outputs and
+ends the process with ``os._exit(130)`` (128 + SIGINT, the shell convention). The watcher needs
+the GIL only for a moment, and XLA, PySCF (ctypes) and BLAS release it while they compute.
+
+Output files are written through :func:`atomic_output` (a temporary file in the same folder,
+renamed over the target when complete), so an interrupt leaves either no file or the previous
+one, never a truncated file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+#: Exit status after Ctrl-C: 128 + SIGINT.
+INTERRUPT_EXIT_STATUS = 128 + signal.SIGINT
+
+#: Temporary files of outputs being written (deleted by the watcher before it exits).
+_PENDING: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def _watch(sock: socket.socket, message: str) -> None:
+    """Block until the signal handler writes a byte, then clean up and exit."""
+    try:
+        data = sock.recv(1)
+    except OSError:
+        return
+    if not data:  # the socket was closed: the command finished
+        return
+    try:
+        os.write(2, f"\n{message}\n".encode())
+    except OSError:
+        pass
+    with _LOCK:
+        for tmp in list(_PENDING):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    os._exit(INTERRUPT_EXIT_STATUS)
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(message: str = "interrupted (Ctrl-C): nothing written"):
+    """Inside the block, SIGINT ends the process within milliseconds with status 130.
+
+    Falls back to Python's default handling (a ``KeyboardInterrupt`` at the next bytecode) where
+    it cannot be installed: outside the main thread, or where ``set_wakeup_fd`` is taken.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    try:
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        reader.close()
+        writer.close()
+        yield
+        return
+    previous_handler = signal.getsignal(signal.SIGINT)
+    # a Python-level handler must be installed for the C handler to run; it does nothing, the
+    # watcher thread acts (the main thread may be inside XLA or PySCF for minutes)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    watcher = threading.Thread(target=_watch, args=(reader, message), daemon=True,
+                               name="mofdft-interrupt")
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        signal.set_wakeup_fd(previous_fd)
+        writer.close()
+        with contextlib.suppress(OSError):
+            reader.shutdown(socket.SHUT_RDWR)  # wakes the watcher: recv returns b""
+        watcher.join(timeout=1.0)
+        reader.close()
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside ``path``; when the block completes it replaces ``path``
+    (``os.replace``). On an exception, or Ctrl-C under :func:`exit_on_interrupt`, the temporary
+    file is removed and ``path`` is left as it was."""
+    path = Path(path).expanduser()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's 0600
+    with _LOCK:
+        _PENDING.add(tmp)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        with _LOCK:
+            _PENDING.discard(tmp)
