@@ -6,8 +6,11 @@ Conventions shared by all subcommands:
 * float64 JAX is switched on before any command runs;
 * bad input (:class:`mofdft_jax.molecules.InputError`, missing files, unknown options) prints one
   red line ``error: ...`` and exits with status 2; ``--debug`` shows the traceback instead;
-* ``--json`` (where offered) prints one JSON object on stdout and nothing else, progress goes to
-  stderr;
+* ``--json`` (every command that computes something) prints one JSON object on one line on
+  stdout and nothing else, its first key ``"schema": "mofdft.<command>/1"``, NaN as ``null``
+  (:mod:`mofdft_jax.commands.output`); progress goes to stderr;
+* Ctrl-C ends ``solve`` and ``ks`` within a second with status 130 and no half-written output
+  (:mod:`mofdft_jax.commands.interrupt`), other commands with one line and status 130;
 * help is click's plain formatter (``rich_markup_mode=None``): flags are listed without a value
   type (``--json``, not ``--json <bool>``) and docstring paragraphs are refilled to the terminal.
 """

@@ -65,7 +65,8 @@ def test_debug_flag_accepted(capsys):
 def test_info_json_reports_float64():
     proc = run([mofdft_executable(), "info", "--json"])
     assert proc.returncode == 0, proc.stderr
-    info = json.loads(proc.stdout)  # stdout holds exactly one JSON object
+    info = json.loads(proc.stdout)  # stdout holds exactly one JSON object, on one line
+    assert proc.stdout.count("\n") == 1 and info["schema"] == "mofdft.info/1"
     assert info["jax_enable_x64"] is True
     assert info["mofdft_jax"] == __version__
     assert info["packages"]["jax"] and info["packages"]["pyscf"]
@@ -79,3 +80,20 @@ def test_import_does_not_enable_x64():
     proc = run([sys.executable, "-c", code])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "float32"]
+
+
+def test_json_convention_is_strict_json_with_a_schema_key():
+    """``--json`` objects: the schema key first, NumPy values as numbers and lists, NaN and inf
+    as null (strict JSON), one line."""
+    import numpy as np
+
+    from mofdft_jax.commands.output import JSON_SCHEMA_VERSION, format_json
+
+    text = format_json("solve", {"e": np.float64(-1.5), "nan": float("nan"),
+                                 "v": np.array([1.0, np.inf]), "n": np.int64(3),
+                                 "nested": {"t": (1, 2)}})
+    assert "\n" not in text and "NaN" not in text and "Infinity" not in text
+    data = json.loads(text)
+    assert list(data)[0] == "schema" and data["schema"] == f"mofdft.solve/{JSON_SCHEMA_VERSION}"
+    assert data == {"schema": "mofdft.solve/1", "e": -1.5, "nan": None, "v": [1.0, None],
+                    "n": 3, "nested": {"t": [1, 2]}}

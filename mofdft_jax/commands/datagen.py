@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import typer
+
+from mofdft_jax.commands.output import echo_json
 
 
 def _list_recipes(value: bool) -> None:
@@ -62,7 +63,7 @@ def datagen(
                                scheduler=scheduler, limit=limit, retry_failed=retry_failed,
                                progress=True).to_dict()
     if json_output:
-        typer.echo(json.dumps(summary))
+        echo_json("datagen", summary)
         return
     _print_summary(summary)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from mofdft_jax.commands.output import echo_json
+
 
 def diagnose(checkpoint: str = typer.Argument(..., help="Learned-functional checkpoint stem."),
              data: str = typer.Option(..., "--data", help="Labelled dataset directory."),
@@ -55,7 +57,7 @@ def diagnose(checkpoint: str = typer.Argument(..., help="Learned-functional chec
     if out is not None:
         out.write_text(json.dumps(rows, indent=1) + "\n")
     if json_output:
-        typer.echo(json.dumps(rows, indent=1))
+        echo_json("diagnose", {"checkpoint": str(checkpoint), "split": split, "molecules": rows})
         return
     table = Table(title=f"{checkpoint} at the KS densities of {len(rows)} {split} molecules")
     cols = [("molecule", "molecule", "{}"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 
 import typer
+
+from mofdft_jax.commands.output import echo_json
 
 
 def collect_environment_info() -> dict:
@@ -43,7 +44,7 @@ def info(json_output: bool = typer.Option(False, "--json", help="Print JSON on s
     """Show versions, JAX devices and the float64 setting of this installation."""
     data = collect_environment_info()
     if json_output:
-        typer.echo(json.dumps(data, indent=2))
+        echo_json("info", data)
         return
     from rich.console import Console
     from rich.table import Table

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
+
+from mofdft_jax.commands.output import echo_json
 
 
 def _density_fit_option(value: str) -> bool | str:
@@ -20,10 +22,31 @@ def _density_fit_option(value: str) -> bool | str:
     raise typer.BadParameter(f"--density-fit must be auto, on or off (got {value!r})")
 
 
-def ks_summary(run) -> dict:
-    """JSON-able summary of a :class:`~mofdft_jax.qchem.ksdft.KSRun` (energies in Hartree)."""
+def ks_summary(run, observables: dict | None = None) -> dict:
+    """JSON-able summary of a :class:`~mofdft_jax.qchem.ksdft.KSRun` (energies in Hartree) and,
+    when given, of its :func:`~mofdft_jax.qchem.ksdft.ks_observables` (dipole in e·Bohr and Debye,
+    orbital energies, HOMO/LUMO and gap in Ha and eV, analytic forces in Ha/Bohr)."""
+    from mofdft_jax.units import AU_TO_DEBYE, HARTREE_TO_EV
+
     e = run.final_energies()
     mol = run.molecule
+    extra = {}
+    if observables is not None:
+        gap = observables["gap_ha"]
+        extra = {
+            "dipole_au": observables["dipole_au"].tolist(),
+            "dipole_debye": (observables["dipole_au"] * AU_TO_DEBYE).tolist(),
+            "dipole_norm_debye": float(np.linalg.norm(observables["dipole_au"]) * AU_TO_DEBYE),
+            "homo_ha": observables["homo_ha"],
+            "lumo_ha": observables["lumo_ha"],
+            "gap_ha": gap,
+            "gap_ev": None if gap is None else gap * HARTREE_TO_EV,
+            "mo_energy_ha": observables["mo_energy_ha"].tolist(),
+        }
+        if "forces_ha_per_bohr" in observables:
+            forces = observables["forces_ha_per_bohr"]
+            extra["forces_ha_per_bohr"] = forces.tolist()
+            extra["net_force_ha_per_bohr"] = float(np.linalg.norm(forces.sum(axis=0)))
     return {
         "molecule": mol.name,
         "formula": mol.formula,
@@ -50,6 +73,7 @@ def ks_summary(run) -> dict:
             "df_auxbasis": run.settings.df_auxbasis,
             "nao": int(run.mol.nao_nr()),
         },
+        **extra,
     }
 
 
@@ -72,19 +96,26 @@ def ks(
                                              "> 0 (paper: 1 meV = 3.674932e-5)."),
     max_cycle: Optional[int] = typer.Option(None, "--max-cycle", help="Maximum SCF cycles, "
                                             ">= 1 (default 50)."),
+    forces: bool = typer.Option(True, "--forces/--no-forces", help="Analytic KS forces (PySCF "
+                                "nuclear gradients, Pulay terms included; about the cost of a few "
+                                "SCF cycles)."),
+    cube: Optional[Path] = typer.Option(None, "--cube", help="Write the KS density as a Gaussian "
+                                        "cube file (80^3 points, PySCF cubegen; VMD, VESTA)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """One KS-DFT reference (restricted PBE/6-31G(2df,p), grid 2, 1 meV, DIIS, MINAO).
 
-    An SCF that does not converge within --max-cycle cycles is an error (exit status 1, the last
-    energy change on stderr, nothing on stdout).
+    Reports the total energy and its terms, the analytic forces, the dipole moment, the orbital
+    energies with the HOMO-LUMO gap, and (--cube) the density. An SCF that does not converge within
+    --max-cycle cycles is an error (exit status 1, the last energy change on stderr, nothing on
+    stdout).
     """
     from rich.console import Console
 
     from mofdft_jax.commands.solve import (PYSCF_XC, check_basis_option, check_choice,
-                                           check_grid_level_option, check_positive,
-                                           read_cli_molecule)
-    from mofdft_jax.qchem.ksdft import run_ks
+                                           check_grid_level_option, check_output_path,
+                                           check_positive, read_cli_molecule)
+    from mofdft_jax.qchem.ksdft import ks_observables, run_ks
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
 
     check_basis_option("--basis", basis)
@@ -96,6 +127,7 @@ def ks(
         raise typer.BadParameter(f"must be at least 1 (got {max_cycle})",
                                  param_hint="'--max-cycle'")
     fit = _density_fit_option(density_fit)
+    check_output_path("--cube", cube)
 
     molecule = read_cli_molecule(file, index, charge)
     changes = {"density_fit": fit}
@@ -115,6 +147,18 @@ def ks(
                           f"ΔE = {delta_e:+.2e}")
 
         run = run_ks(molecule, settings, on_step=on_step)
+        if run.converged:
+            if forces:
+                status.update(f"KS-DFT {molecule.name}: analytic forces")
+            observables = ks_observables(run, with_forces=forces)
+            if cube is not None:
+                from pyscf.tools import cubegen
+
+                from mofdft_jax.commands.interrupt import atomic_output
+
+                status.update(f"KS-DFT {molecule.name}: density cube")
+                with atomic_output(cube) as tmp:
+                    cubegen.density(run.mol, str(tmp), run.dm)
     if not run.converged:
         e_tot = run.energies["e_tot"]
         delta = float(e_tot[-1] - e_tot[-2]) if len(e_tot) > 1 else float("nan")
@@ -125,9 +169,9 @@ def ks(
                       highlight=False,
                       soft_wrap=True)
         raise typer.Exit(1)
-    summary = ks_summary(run)
+    summary = ks_summary(run, observables)
     if json_output:
-        typer.echo(json.dumps(summary, indent=2))
+        echo_json("ks", summary)
         return
     from rich.table import Table
 
@@ -137,6 +181,18 @@ def ks(
         table.add_row(key, f"{summary[key]:.10f}")
     for key in ("n_scf_steps", "converged", "wall_s"):
         table.add_row(key, f"{summary[key]:.2f}" if key == "wall_s" else str(summary[key]))
+    table.add_row("homo / lumo", f"{summary['homo_ha']:.6f} / "
+                  + ("none" if summary["lumo_ha"] is None else f"{summary['lumo_ha']:.6f}") + " Ha")
+    if summary["gap_ev"] is not None:
+        table.add_row("homo-lumo gap", f"{summary['gap_ev']:.4f} eV")
+    table.add_row("dipole", "(" + ", ".join(f"{x:+.4f}" for x in summary["dipole_debye"])
+                  + f") D, |mu| = {summary['dipole_norm_debye']:.4f} D")
+    if "forces_ha_per_bohr" in summary:
+        fmax = max(max(abs(x) for x in row) for row in summary["forces_ha_per_bohr"])
+        table.add_row("max |force|", f"{fmax:.6f} Ha/Bohr (net "
+                      f"{summary['net_force_ha_per_bohr']:.1e})")
+    if cube is not None:
+        table.add_row("density cube", str(cube))
     for key, value in summary["settings"].items():
         table.add_row(key, str(value))
     Console().print(table)

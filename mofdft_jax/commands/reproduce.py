@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from mofdft_jax.commands.output import echo_json
 
 
 def _list_experiments(value: bool) -> None:
@@ -101,7 +102,7 @@ def reproduce(
         summary["verify"] = str(report)
         console.print(f"claims report: {report}")
     if json_output:
-        typer.echo(json.dumps(summary, indent=2))
+        echo_json("reproduce", summary)
     if failed:
         raise typer.Exit(1)
 

@@ -12,11 +12,12 @@ the molecules already written. ``mofdft train --visited OUT`` trains on them.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import typer
+
+from mofdft_jax.commands.output import echo_json
 
 
 def sample_visited(
@@ -52,7 +53,7 @@ def sample_visited(
                                  init=init, steps=steps, keep=keep, gtol=gtol, n=n,
                                  console=console)
     if json_output:
-        typer.echo(json.dumps(summary, indent=1))
+        echo_json("sample-visited", summary)
     else:
         console.print(f"{summary['n_molecules']} molecules ({summary['n_new']} new), "
                       f"{summary['n_samples']} visited states; converged "

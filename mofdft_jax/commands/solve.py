@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import time
 from pathlib import Path
 
 import typer
+
+from mofdft_jax.commands.output import echo_json
 
 #: PySCF names of the XC functionals that match ours exactly (functionals/xc.py: Slater + PW92).
 PYSCF_XC = {"pbe": "pbe", "lda": "lda,pw"}
@@ -226,7 +227,8 @@ def solve_command(
                                "The electron count must stay even: closed shells only."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     trajectory: Path = typer.Option(None, "--trajectory", help="Write the per-step trajectory "
-                                    "(energy, terms, gradient norms, electron count) as CSV."),
+                                    "as CSV: energy, delta_energy_ha = E_k - E_(k-1) (negative "
+                                    "while descending), terms, gradient norms, electron count."),
     cube: Path = typer.Option(None, "--cube", help="Write the reported density as a Gaussian "
                               "cube file (VMD, VESTA)."),
     max_memory: float = typer.Option(None, "--max-memory", help="Memory limit (GiB) of the "
@@ -310,7 +312,7 @@ def _solve_after_checks(file, *, functional, learned, init, optimizer, steps, lr
                                     index=index, charge=charge, trajectory=trajectory, cube=cube,
                                     console=console, grid_dtype=grid_dtype, **solver_options)
     if json_output:
-        typer.echo(json.dumps(summary))
+        echo_json("solve", summary)
     else:
         _print_summary(summary)
     if result.diverged:
@@ -614,8 +616,9 @@ def finish_solution(result, bundle, mol, auxmol, *, with_forces: bool, trajector
 
 
 def write_trajectory_csv(path: Path, result) -> None:
-    """One row per state: step, energy, |ΔE| from the previous state, gradient norms, electron
-    count, and every energy term (Ha)."""
+    """One row per state k: step, energy E_k, ``delta_energy_ha`` = E_k − E_{k−1} (signed:
+    negative while the energy falls; empty for k = 0), |∇E| and |P∇E|, electron count, and every
+    energy term (Ha)."""
     traj = result.trajectory
     names = list(traj.terms)
     with open(path, "w", newline="") as f:
@@ -624,7 +627,7 @@ def write_trajectory_csv(path: Path, result) -> None:
                          "n_electrons"] + [f"{n}_ha" for n in names])
         for i in range(len(traj.energy)):
             writer.writerow([i, repr(float(traj.energy[i])),
-                             "" if i == 0 else repr(float(traj.delta_energy[i - 1])),
+                             "" if i == 0 else repr(float(traj.energy[i] - traj.energy[i - 1])),
                              repr(float(traj.grad_norm[i])), repr(float(traj.proj_grad_norm[i])),
                              repr(float(traj.n_electrons[i]))]
                             + [repr(float(traj.terms[n][i])) for n in names])

@@ -11,10 +11,12 @@ metadata.
 
 from __future__ import annotations
 
-import json
 import time
+from pathlib import Path
 
 import typer
+
+from mofdft_jax.commands.output import echo_json
 
 #: Solver step size per dataset family for learned functionals (spec §4.4: 5e-4 for ethanol).
 SOLVER_LR = {"ethanol": 5e-4}
@@ -138,7 +140,7 @@ def train_command(
                         allow_unseen_elements=allow_unseen_elements, train_size=train_size,
                         val_size=val_size, console=console)
     if json_output:
-        typer.echo(json.dumps(summary))
+        echo_json("train", json_summary(summary))
     else:
         _print_summary(summary, console)
 
@@ -397,6 +399,16 @@ def run_train(data: str, *, config: str = "small", target: str = "ts_res", out: 
                         extra=meta_extra)
     summary["wall_s"] = time.perf_counter() - t0
     return summary
+
+
+def json_summary(summary: dict) -> dict:
+    """The ``mofdft train --json`` object: the run's summary without its per-epoch ``history``
+    (one row per epoch; it stays in the train state ``OUT.train.json``, key ``history``), with
+    that file's path and its number of rows."""
+    out = {k: v for k, v in summary.items() if k != "history"}
+    out["history_file"] = str(Path(summary["checkpoint"]).with_suffix(".train.json"))
+    out["n_history_rows"] = len(summary.get("history", ()))
+    return out
 
 
 def _print_summary(summary: dict, console) -> None:

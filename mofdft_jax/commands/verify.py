@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+
+from mofdft_jax.commands.output import echo_json
 
 
 def verify(
@@ -24,8 +25,7 @@ def verify(
     verdicts = run_verify(results)
     path = write_verify_report(verdicts, results)
     if json_output:
-        typer.echo(json.dumps({"report": str(path), "verdicts": [v.__dict__ for v in verdicts]},
-                              indent=2))
+        echo_json("verify", {"report": str(path), "verdicts": [v.__dict__ for v in verdicts]})
         return
     from rich.console import Console
     from rich.table import Table

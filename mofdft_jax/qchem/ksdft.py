@@ -357,5 +357,39 @@ def run_ks(molecule: Molecule, settings: LabelSettings = PAPER_SETTINGS, *,
     )
 
 
-__all__ = ["KSRun", "make_ks", "make_recording_diis_class", "run_ks", "solve_diis_weights",
-           "to_numpy"]
+def ks_observables(run: KSRun, *, with_forces: bool = True) -> dict:
+    """What a PySCF user expects of a converged KS reference, beside its energies.
+
+    * ``dipole_au``: ``(3,)`` electric dipole μ = Σ_a Z_a R_a − Σ_αβ Γ_αβ ⟨α|r|β⟩ (e·Bohr, origin
+      at (0, 0, 0); PySCF ``dip_moment``, whose sign convention this is: μ points from the
+      negative to the positive charge);
+    * ``mo_energy_ha``: ``(nao,)`` orbital energies ε_i of the final Fock matrix; ``homo_ha``,
+      ``lumo_ha`` (``None`` when there is no virtual orbital) and ``gap_ha`` = ε_LUMO − ε_HOMO;
+    * ``forces_ha_per_bohr``: ``(natm, 3)`` analytic KS forces −∂E/∂R (PySCF nuclear gradients,
+      Pulay terms included; no grid response, so their sum is zero only to ~1e-5 Ha/Bohr), when
+      ``with_forces``.
+    """
+    mf = run.mf
+    mo_energy = to_numpy(mf.mo_energy).astype(np.float64)
+    mo_occ = to_numpy(mf.mo_occ)
+    occupied = np.flatnonzero(mo_occ > 0)
+    virtual = np.flatnonzero(mo_occ == 0)
+    homo = float(mo_energy[occupied].max())
+    lumo = float(mo_energy[virtual].min()) if virtual.size else None
+    dipole = to_numpy(mf.dip_moment(run.mol, to_numpy(run.dm), unit="AU", verbose=0))
+    out = {
+        "dipole_au": np.asarray(dipole, dtype=np.float64),
+        "mo_energy_ha": mo_energy,
+        "homo_ha": homo,
+        "lumo_ha": lumo,
+        "gap_ha": None if lumo is None else lumo - homo,
+    }
+    if with_forces:
+        from mofdft_jax.qchem.forces import ks_forces
+
+        out["forces_ha_per_bohr"] = ks_forces(mf)
+    return out
+
+
+__all__ = ["KSRun", "ks_observables", "make_ks", "make_recording_diis_class", "run_ks",
+           "solve_diis_weights", "to_numpy"]

@@ -171,3 +171,108 @@ def test_gpu4pyscf_gives_the_same_energies(ethanol_run):
     for k in range(1, run.n_steps + 1):
         rebuilt = np.einsum("i,ipq->pq", run.diis_weights[k], run.focks[run.diis_steps[k]])
         np.testing.assert_allclose(rebuilt, run.fock_diag[k], atol=1e-9)
+
+
+# -- what mofdft ks reports beside the energy: forces, dipole, orbital energies, density cube --
+
+WATER = Molecule.from_angstrom([8, 1, 1], [[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692],
+                                           [0.0, -0.7572, -0.4692]], name="water")
+#: Tight SCF and a fine grid: finite differences resolve 1e-5 Ha/Bohr.
+TIGHT = LabelSettings(basis="6-31G", grid_level=3, conv_tol=1e-11)
+
+
+@pytest.fixture(scope="module")
+def water_observables():
+    from mofdft_jax.qchem.ksdft import ks_observables
+
+    run = run_ks(WATER, TIGHT)
+    return run, ks_observables(run)
+
+
+def _energy_of(molecule, field_z: float = 0.0) -> float:
+    """KS energy of ``molecule`` in a uniform field F = field_z ẑ (electrons: +F z in h; nuclei:
+    -F Σ Z_a z_a)."""
+    mol = make_mol(molecule, TIGHT.basis)
+    mf = make_ks(mol, TIGHT)
+    mf.verbose = 0
+    if field_z:
+        h = mf.get_hcore() + field_z * mol.intor_symmetric("int1e_r", comp=3)[2]
+        mf.get_hcore = lambda *args: h
+    e = mf.kernel()
+    return e - field_z * float(mol.atom_charges() @ mol.atom_coords()[:, 2])
+
+
+def test_ks_forces_are_minus_the_energy_gradient(water_observables):
+    """Analytic forces (PySCF gradients) against central differences of the KS energy along
+    the O z and H y coordinates, and a net force ~0 (no grid response: 1e-4 at grid 3)."""
+    import dataclasses
+
+    run, obs = water_observables
+    forces = obs["forces_ha_per_bohr"]
+    h = 1e-3  # Bohr
+    for atom, axis in ((0, 2), (1, 1)):
+        energies = []
+        for sign in (1, -1):
+            coords = np.array(WATER.coords_bohr, dtype=float)
+            coords[atom, axis] += sign * h
+            energies.append(_energy_of(dataclasses.replace(WATER, coords_bohr=coords)))
+        assert forces[atom, axis] == pytest.approx(-(energies[0] - energies[1]) / (2 * h),
+                                                   abs=1e-4)
+    assert np.abs(forces.sum(axis=0)).max() < 1e-4
+    assert forces[1, 1] == pytest.approx(-forces[2, 1], abs=1e-6)  # mirror plane y = 0
+
+
+def test_ks_dipole_is_minus_the_field_derivative_of_the_energy(water_observables):
+    """μ_z = -dE/dF_z by central differences in a uniform field; μ along the C2 axis, pointing
+    from O (+z) to the hydrogens (-z): the minus-to-plus convention."""
+    run, obs = water_observables
+    mu = obs["dipole_au"]
+    f = 1e-4
+    mu_z = -(_energy_of(WATER, f) - _energy_of(WATER, -f)) / (2 * f)
+    assert mu[2] == pytest.approx(mu_z, abs=2e-5)
+    assert abs(mu[0]) < 1e-6 and abs(mu[1]) < 1e-6 and mu[2] < -0.5
+
+
+def test_ks_orbital_energies_and_gap(water_observables):
+    """HOMO = ε of orbital N/2, LUMO = the next, gap = their difference and positive; the
+    orbitals are eigenvalues of the final Fock matrix F C = S C ε."""
+    import scipy.linalg
+
+    run, obs = water_observables
+    eps = np.sort(obs["mo_energy_ha"])
+    nocc = WATER.n_electrons // 2
+    assert obs["homo_ha"] == pytest.approx(eps[nocc - 1], abs=1e-12)
+    assert obs["lumo_ha"] == pytest.approx(eps[nocc], abs=1e-12)
+    assert obs["gap_ha"] == pytest.approx(eps[nocc] - eps[nocc - 1]) and obs["gap_ha"] > 0.1
+    fock = run.mf.get_fock(dm=run.dm)
+    ref = scipy.linalg.eigh(fock, run.mf.get_ovlp(), eigvals_only=True)
+    np.testing.assert_allclose(eps, ref, atol=1e-6)
+
+
+def test_ks_command_reports_observables_and_writes_a_density_cube(tmp_path):
+    """``mofdft ks --json --cube``: one JSON line with the schema key, dipole, gap and forces;
+    the cube integrates to the electron count."""
+    import contextlib
+    import io
+
+    from mofdft_jax.cli import main
+    from mofdft_jax.qchem.cube import read_cube
+
+    path = tmp_path / "water.xyz"
+    path.write_text("3\nwater\nO 0.0 0.0 0.1173\nH 0.0 0.7572 -0.4692\nH 0.0 -0.7572 -0.4692\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["ks", str(path), "--json", "--basis", "6-31g", "--grid-level", "1",
+                     "--cube", str(tmp_path / "rho.cube")])
+    assert code == 0
+    text = out.getvalue()
+    assert text.count("\n") == 1  # one line
+    data = json.loads(text)
+    assert data["schema"] == "mofdft.ks/1"
+    assert data["dipole_norm_debye"] == pytest.approx(np.linalg.norm(data["dipole_debye"]))
+    assert 1.5 < data["dipole_norm_debye"] < 3.0 and data["gap_ev"] > 3
+    assert np.array(data["forces_ha_per_bohr"]).shape == (3, 3)
+    assert data["net_force_ha_per_bohr"] < 1e-3
+    cube = read_cube(tmp_path / "rho.cube")
+    assert cube.integrate() == pytest.approx(10.0, rel=2e-2)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file

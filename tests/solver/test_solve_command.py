@@ -54,6 +54,9 @@ def test_solve_json_trajectory_and_cube(water_xyz, tmp_path, capsys):
 
     rows = list(csv.DictReader(traj.open()))
     assert len(rows) == 6 and rows[0]["delta_energy_ha"] == ""
+    for before, after in zip(rows, rows[1:]):  # signed: E_k - E_(k-1)
+        assert float(after["delta_energy_ha"]) == pytest.approx(
+            float(after["energy_ha"]) - float(before["energy_ha"]), abs=1e-14)
     assert float(rows[data["chosen_step"]]["energy_ha"]) == pytest.approx(data["energy_total_ha"],
                                                                          abs=1e-12)
     assert {"kinetic_ha", "proj_grad_norm", "n_electrons"} <= set(rows[0])

@@ -5,6 +5,7 @@ targets in the solver, unseen elements."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,8 +47,13 @@ def test_train_json_resume_and_mismatch(trained, tiny_dataset, capsys):
     assert code == 0
     assert data["resumed_from_epoch"] == 2 and data["epochs"] == 2
     assert data["data_fingerprint"] == info.data_fingerprint
-    assert {"history", "best", "n_train_steps", "checkpoint", "train_config"} <= set(data)
-    assert data["history"][-1]["epoch"] == 2 and "train_energy_mae_kcal" in data["history"][-1]
+    assert data["schema"] == "mofdft.train/1"
+    assert {"best", "n_train_steps", "checkpoint", "train_config"} <= set(data)
+    # --json is a summary: the per-epoch history stays in the train state it names
+    assert "history" not in data and data["n_history_rows"] == 2
+    history = json.loads(Path(data["history_file"]).read_text())["history"]
+    assert history[-1]["epoch"] == 2 and "train_energy_mae_kcal" in history[-1]
+    assert data["best"]["epoch"] == data["best_epoch"]
     # the same --out with another model config is refused with one clear line (exit status 2)
     code, _, err = run_json(capsys, ["train", "--data", str(tiny_dataset), "--out", str(trained),
                                      "--epochs", "2", "--config", "small",
@@ -142,11 +148,12 @@ def test_unseen_element_and_projminao_without_checkpoint(trained, tmp_path, wate
 
 @pytest.mark.slow  # ~1 min on 2 cores; tests/workflows covers the functions by default
 def test_diagnose_reports_slope_curvature_and_end_point(trained, tiny_dataset, capsys):
-    code, rows, err = run_json(capsys, ["diagnose", str(trained), "--data", str(tiny_dataset),
-                                        "--split", "train", "--n", "1", "--steps", "20",
-                                        "--optimizer", "precond-lbfgs", "--json"])
+    code, out, err = run_json(capsys, ["diagnose", str(trained), "--data", str(tiny_dataset),
+                                       "--split", "train", "--n", "1", "--steps", "20",
+                                       "--optimizer", "precond-lbfgs", "--json"])
     assert code == 0, err
-    (row,) = rows
+    assert out["schema"] == "mofdft.diagnose/1" and out["split"] == "train"
+    (row,) = out["molecules"]
     assert row["optimizer"] == "precond-lbfgs" and 0 < row["solve_steps"] <= 20
     assert isinstance(row["n_negative_modes"], int) and row["n_negative_modes"] >= 0
     lowest = row["lowest_eigenvalues"]
