@@ -79,11 +79,21 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=build /tmp/dist/ /tmp/dist/
 # the shipped dataset recipes and cards (read through MOFDFT_DATASETS)
 COPY --from=build /src/datasets/ /opt/mofdft/datasets/
-# the package itself (no dependencies, no index), then check that the lock is complete
+# the package itself (no dependencies, no index), then check that the lock is complete.
+# cuda12: the CUDA libraries of the nvidia-*-cu12 wheels go into the linker cache. gpu4pyscf finds
+# libcusolver with ctypes.util.find_library (i.e. `ldconfig -p`) and otherwise looks only for an
+# unversioned libcusolver.so, which the wheel does not ship: without this `import gpu4pyscf` fails
+# with "OSError: Unable to load libcusolver" (measured in the 2026-12-03 build). JAX and CuPy load
+# the same files by path, so the cache changes nothing for them.
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
     && /opt/venv/bin/pip check \
-    && /opt/venv/bin/mofdft --version
+    && /opt/venv/bin/mofdft --version \
+    && nvidia=/opt/venv/lib/python3.11/site-packages/nvidia \
+    && if [ -d "${nvidia}" ]; then \
+        find "${nvidia}" -mindepth 2 -maxdepth 2 -type d -name lib > /etc/ld.so.conf.d/mofdft-nvidia-wheels.conf \
+        && ldconfig; \
+    fi
 # JAX_ENABLE_X64: float64 everywhere (the CLI switches it on too). Caches and matplotlib's config
 # go to /tmp so that any --user uid works. NVIDIA_*: what the NVIDIA Container Toolkit exposes
 # under `docker run --gpus all` (ignored by the CPU image).

@@ -9,7 +9,7 @@
 #                          present or can be pulled, else a local debootstrap base, see below)
 #   --rebuild-base         remake the local debootstrap base even if it exists
 #   --no-cache             docker build --no-cache
-#   --gpus                 add `--gpus all` to the test runs (cuda12 image on a GPU host)
+#   --gpus                 add `--gpus all` to the test runs; JAX must then report backend gpu
 #   --skip-default-cmd     do not run the image's default command (the README's main job)
 #
 # What it does, each step timed:
@@ -329,11 +329,13 @@ chown "$uid:$gid" "$RESULTS" 2>/dev/null || chmod 0777 "$RESULTS"
 
 docker run "${RUN_FLAGS[@]}" "${MOUNT[@]}" --entrypoint sh "$TAG" -c \
     'id -u > results/uid.txt && mofdft info --json > results/info.json'
-python3 - "$RESULTS" "$uid" <<'EOF'
+python3 - "$RESULTS" "$uid" "$GPUS" <<'EOF'
 import json, os, sys
-results, uid = sys.argv[1], int(sys.argv[2])
+results, uid, gpus = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 info = json.load(open(os.path.join(results, "info.json")))
 assert info["jax_enable_x64"] is True, f"jax_enable_x64 is {info['jax_enable_x64']!r} in the image"
+# --gpus: a CPU fallback (CUDA plugin not loaded, no device passed through) is a failure
+assert not gpus or info["jax_backend"] == "gpu", f"--gpus but JAX backend {info['jax_backend']!r}"
 assert int(open(os.path.join(results, "uid.txt")).read()) == uid != 0
 assert os.stat(os.path.join(results, "info.json")).st_uid == uid, "info.json not written by the image user"
 print(f"info.json: mofdft_jax {info['mofdft_jax']}, python {info['python']}, "
@@ -353,10 +355,23 @@ docker run "${RUN_FLAGS[@]}" --user 4321:4321 -v "$ANYUID_DIR:/home/mofdft/resul
 log "runs as an arbitrary uid (4321) too"
 
 log "stack smoke test (scripts/container_smoke.py)"
+SMOKE_ARGS=(--out results/smoke.json)
+[ "$GPUS" = 1 ] && SMOKE_ARGS+=(--expect-backend gpu)
 docker run "${RUN_FLAGS[@]}" "${MOUNT[@]}" \
     -v "$ROOT/scripts/container_smoke.py:/opt/checks/container_smoke.py:ro" \
-    --entrypoint python "$TAG" /opt/checks/container_smoke.py --out results/smoke.json
+    --entrypoint python "$TAG" /opt/checks/container_smoke.py "${SMOKE_ARGS[@]}"
 [ -s "$RESULTS/smoke.json" ] || die "smoke.json was not written into the mounted folder"
+python3 - "$RESULTS/smoke.json" <<'EOF'
+import json, sys
+smoke = json.load(open(sys.argv[1]))
+cuda = smoke.get("cuda")
+line = f"smoke: JAX backend {smoke['jax_backend']}, H2 RHF {smoke['h2_rhf_sto3g_hartree']:.6f} Ha"
+if cuda:
+    line += f"; CUDA wheels {len(cuda['wheels'])}, gpu4pyscf import: {cuda['gpu4pyscf_import']}"
+    if smoke["jax_backend"] != "gpu":
+        line += " (no GPU: JAX fell back to the CPU, the GPU code path was not run)"
+print(line, file=sys.stderr)
+EOF
 
 if [ "$RUN_DEFAULT_CMD" = 1 ]; then
     log "default command: docker run --rm -v \"\$PWD/results/quick:/home/mofdft/results\" $TAG"
