@@ -156,6 +156,50 @@ def test_solve_max_memory_sets_the_limit(water_xyz, capsys):
                    "must be a positive number")
 
 
+@pytest.fixture(scope="module")
+def methane_box_xyz(tmp_path_factory):
+    """810 methane molecules, 4,050 atoms (the issue's 3,240-atom box, a little larger)."""
+    ch4 = [[0, 0, 0], [0.629, 0.629, 0.629], [-0.629, -0.629, 0.629], [-0.629, 0.629, -0.629],
+           [0.629, -0.629, -0.629]]
+    lines = [f"{s} {x + 3.5 * i:.4f} {y + 3.5 * j:.4f} {z + 3.5 * k:.4f}"
+             for i in range(9) for j in range(9) for k in range(10)
+             for s, (x, y, z) in zip("CHHHH", ch4)]
+    path = tmp_path_factory.mktemp("box") / "box.xyz"
+    path.write_text(f"{len(lines)}\nmethane box\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("command", ["solve", "ks"])
+def test_a_molecule_too_large_for_the_machine_is_refused_before_any_work(methane_box_xyz,
+                                                                        tmp_path, capsys,
+                                                                        command):
+    """The 4,050-atom box: one line with the estimate and --max-memory, exit 2, within seconds
+    (the estimate builds no integral), nothing written."""
+    import time
+
+    cube = tmp_path / "rho.cube"
+    t0 = time.perf_counter()
+    line = assert_refused(capsys, [command, str(methane_box_xyz), "--cube", str(cube)]
+                          + (["--steps", "1"] if command == "solve" else []), 2,
+                          f"mofdft {command} needs ~", "TiB", "this machine's memory",
+                          "--max-memory", "natm 4,050", prefix="error:")
+    assert time.perf_counter() - t0 < 60
+    assert ("grid basis values" if command == "solve" else "recorded SCF matrices") in line
+    assert not cube.exists()
+
+
+@pytest.mark.parametrize("command", ["solve", "ks"])
+def test_the_estimate_is_printed_first_and_max_memory_is_the_limit(water_xyz, capsys, command):
+    """The estimate line comes first on stderr (solve: not under --json/--quiet, like its
+    progress)."""
+    assert main([command, str(water_xyz), *CHEAP]
+                + (["--steps", "2"] if command == "solve" else ["--no-forces"])) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"water: mofdft {command} needs ~") and "MiB" in first
+    assert_refused(capsys, [command, str(water_xyz), *CHEAP, "--max-memory", "1e-5"], 2,
+                   "of --max-memory", "MiB", prefix="error:")
+
+
 def test_trajectory_estimate_matches_the_buffers():
     """The estimate counts the compiled buffers of :func:`mofdft_jax.solver.solve` (capacity ×
     series × float64) twice: device buffers and the host copy."""

@@ -101,6 +101,10 @@ def ks(
                                 "SCF cycles)."),
     cube: Optional[Path] = typer.Option(None, "--cube", help="Write the KS density as a Gaussian "
                                         "cube file (80^3 points, PySCF cubegen; VMD, VESTA)."),
+    max_memory: Optional[float] = typer.Option(None, "--max-memory", help="Memory limit (GiB) "
+                                               "of the up-front estimate that refuses a job too "
+                                               "large (default: this machine's memory; a larger "
+                                               "value runs it anyway)."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """One KS-DFT reference (restricted PBE/6-31G(2df,p), grid 2, 1 meV, DIIS, MINAO).
@@ -114,7 +118,10 @@ def ks(
 
     from mofdft_jax.commands.solve import (PYSCF_XC, check_basis_option, check_choice,
                                            check_grid_level_option, check_output_path,
-                                           check_positive, read_cli_molecule)
+                                           check_positive, read_cli_molecule,
+                                           report_memory_estimate)
+    from mofdft_jax.qchem.basis import make_mol
+    from mofdft_jax.qchem.estimate import estimate_ks_memory
     from mofdft_jax.qchem.ksdft import ks_observables, run_ks
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
 
@@ -128,6 +135,7 @@ def ks(
                                  param_hint="'--max-cycle'")
     fit = _density_fit_option(density_fit)
     check_output_path("--cube", cube)
+    check_positive("--max-memory", max_memory)
 
     molecule = read_cli_molecule(file, index, charge)
     changes = {"density_fit": fit}
@@ -141,12 +149,15 @@ def ks(
     from mofdft_jax.commands.interrupt import exit_on_interrupt
 
     console = Console(stderr=True)
+    mol = make_mol(molecule, settings.basis, max_memory_mb=settings.max_memory_mb)
+    report_memory_estimate(estimate_ks_memory(mol, settings, name=molecule.name),
+                           None if json_output else console, max_memory)
     with exit_on_interrupt(), console.status(f"KS-DFT {molecule.name} ({molecule.formula}, {settings.basis})") as status:
         def on_step(k, e_tot, delta_e):
             status.update(f"KS-DFT {molecule.name}: step {k}  E = {e_tot:.10f} Ha  "
                           f"ΔE = {delta_e:+.2e}")
 
-        run = run_ks(molecule, settings, on_step=on_step)
+        run = run_ks(molecule, settings, mol=mol, on_step=on_step)
         if run.converged:
             if forces:
                 status.update(f"KS-DFT {molecule.name}: analytic forces")

@@ -130,7 +130,9 @@ class LearnedSetup(NamedTuple):
 def prepare_learned_molecule(molecule, functional, *, basis: str, grid_level: int, xc: str,
                              init: str = DEFAULT_LEARNED_INIT, with_forces: bool | None = None,
                              pad_grid_blocks: int = 1, grid_dtype: str = "float64",
-                             with_metric: bool = False, on_stage=None) -> LearnedSetup:
+                             with_metric: bool = False, on_stage=None, console=None,
+                             max_memory_gib: float | None = None,
+                             extra_memory: dict | None = None) -> LearnedSetup:
     """Integrals, adapter geometry, learned inputs and the initial guess of one molecule: the
     set-up shared by :func:`solve_molecule_learned`, ``mofdft diagnose`` and the visited-density
     sampler (one path, built once per molecule).
@@ -139,9 +141,14 @@ def prepare_learned_molecule(molecule, functional, *, basis: str, grid_level: in
     functional reparametrises or the optimiser uses a metric (``with_metric``); the force
     integrals when ``with_forces`` (``None``: when they fit
     :data:`~mofdft_jax.commands.solve.MAX_FORCE_INTEGRALS_BYTES`). ``on_stage(text)`` reports
-    progress. Unseen elements are an :class:`~mofdft_jax.molecules.InputError`.
+    progress. Unseen elements are an :class:`~mofdft_jax.molecules.InputError`. Before the
+    integrals the memory is estimated (``extra_memory``: more named parts, bytes), printed on
+    ``console`` and refused above ``max_memory_gib``
+    (:func:`~mofdft_jax.commands.solve.report_memory_estimate`).
     """
-    from mofdft_jax.commands.solve import MAX_FORCE_INTEGRALS_BYTES, PYSCF_XC
+    from mofdft_jax.commands.solve import (MAX_FORCE_INTEGRALS_BYTES, PYSCF_XC,
+                                           report_memory_estimate)
+    from mofdft_jax.qchem.estimate import estimate_solve_memory
     from mofdft_jax.model.functional import UnseenElementError
     from mofdft_jax.molecules import InputError
     from mofdft_jax.qchem.basis import make_auxmol, make_mol
@@ -161,9 +168,15 @@ def prepare_learned_molecule(molecule, functional, *, basis: str, grid_level: in
     if with_forces is None:
         with_forces = mol.natm * 3 * auxmol.nao_nr() * 8 <= MAX_FORCE_INTEGRALS_BYTES
     needs_grid = functional.target == "ts_res"
+    with_overlap = functional.use_reparam or with_metric
+    report_memory_estimate(
+        estimate_solve_memory(mol, auxmol, grid_level=grid_level if needs_grid else None,
+                              grid_dtype=grid_dtype, with_overlap=with_overlap,
+                              with_forces=with_forces, name=molecule.name, extra=extra_memory),
+        console, max_memory_gib)
     bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level if needs_grid else None,
                                    with_forces=with_forces,
-                                   with_overlap=functional.use_reparam or with_metric,
+                                   with_overlap=with_overlap,
                                    grid_padding=(pad_grid_blocks, 1), grid_dtype=grid_dtype)
     geometry = functional.prepare(bundle)
     stage(f"{molecule.name}: initial guess ({init})")
@@ -185,7 +198,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = DEFAU
                            grid_dtype: str = "float64", optimizer: str = "sgd",
                            stop_at_gtol: bool | None = None,
                            negative_density_penalty: float = 0.0, store_coeffs: bool = False,
-                           setup: "LearnedSetup | None" = None) -> tuple[dict, object]:
+                           setup: "LearnedSetup | None" = None,
+                           max_memory_gib: float | None = None) -> tuple[dict, object]:
     """Optimise the density of ``molecule`` with a learned functional (see module docstring).
 
     Args:
@@ -204,6 +218,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = DEFAU
       store_coeffs: keep the ``(n, naux)`` coefficient trajectory in the result.
       setup: the molecule already prepared by :func:`prepare_learned_molecule` with the same
         basis, grid level, XC and ``init`` (it is then not rebuilt).
+      max_memory_gib: refuse the molecule when its memory estimate exceeds this (default: the
+        machine's memory; :func:`prepare_learned_molecule`).
 
     Returns:
       ``(summary dict, SolveResult)``; the summary has the keys of ``mofdft solve``.
@@ -211,7 +227,8 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = DEFAU
     from mofdft_jax.config import ensure_x64
     from mofdft_jax.molecules import InputError
     from mofdft_jax.qchem.basis import PAPER_BASIS
-    from mofdft_jax.commands.solve import make_progress, make_progress_callback, solver_summary
+    from mofdft_jax.commands.solve import (make_progress, make_progress_callback, solver_summary,
+                                           trajectory_buffer_bytes)
     from mofdft_jax.solver import get_optimizer, resolve_solver_defaults, solve
 
     ensure_x64()
@@ -249,7 +266,9 @@ def solve_molecule_learned(molecule, functional, info=None, *, init: str = DEFAU
                 molecule, functional, basis=basis, grid_level=grid_level, xc=xc, init=init,
                 pad_grid_blocks=pad_grid_blocks, grid_dtype=grid_dtype,
                 with_metric=spec.uses_metric,
-                on_stage=lambda text: progress.update(stage, description=text))
+                on_stage=lambda text: progress.update(stage, description=text),
+                console=progress.console, max_memory_gib=max_memory_gib,
+                extra_memory={"trajectory": trajectory_buffer_bytes(steps)})
         progress.update(stage, visible=False)
         mol, auxmol, bundle, guess = setup.mol, setup.auxmol, setup.bundle, setup.guess
         natm, naux, with_forces = mol.natm, auxmol.nao_nr(), setup.with_forces

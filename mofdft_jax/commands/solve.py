@@ -142,11 +142,10 @@ def trajectory_buffer_bytes(steps: int) -> int:
 
 
 def _gib(n_bytes: float) -> str:
-    """``n_bytes`` in MiB, GiB or TiB, three significant digits."""
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.3g} {unit}"
-    return f"{n_bytes / 2**20:.3g} MiB"
+    """``n_bytes`` in MiB, GiB or TiB (:func:`mofdft_jax.qchem.estimate.format_bytes`)."""
+    from mofdft_jax.qchem.estimate import format_bytes
+
+    return format_bytes(n_bytes)
 
 
 def check_steps_memory(steps: int, max_memory_gib: float | None = None) -> int:
@@ -166,6 +165,28 @@ def check_steps_memory(steps: int, max_memory_gib: float | None = None) -> int:
                          f"{TRAJECTORY_COPIES} copies), more than the {_gib(limit)} of {source}; "
                          "use fewer steps")
     return need
+
+
+def check_memory_estimate(estimate, max_memory_gib: float | None = None) -> None:
+    """Refuse (:class:`~mofdft_jax.molecules.InputError`, exit status 2) a job whose
+    :class:`~mofdft_jax.qchem.estimate.MemoryEstimate` exceeds ``max_memory_gib`` (default:
+    :func:`machine_memory_bytes`), before its integrals are computed."""
+    from mofdft_jax.molecules import InputError
+
+    limit = machine_memory_bytes() if max_memory_gib is None else max_memory_gib * 2**30
+    if estimate.total_bytes > limit:
+        source = "--max-memory" if max_memory_gib is not None else "this machine's memory"
+        raise InputError(f"{estimate.describe()}: more than the {_gib(limit)} of {source}; give "
+                         "--max-memory GIB to run it anyway, or a smaller molecule, a lower "
+                         "--grid-level or (solve) --grid-dtype float32")
+
+
+def report_memory_estimate(estimate, console=None, max_memory_gib: float | None = None) -> None:
+    """Print ``estimate`` (one plain line on ``console``, if any) and refuse it when too large
+    (:func:`check_memory_estimate`)."""
+    check_memory_estimate(estimate, max_memory_gib)
+    if console is not None:
+        console.print(estimate.describe(), highlight=False, soft_wrap=True, markup=False)
 
 
 def check_positive(name: str, value):
@@ -232,8 +253,9 @@ def solve_command(
     cube: Path = typer.Option(None, "--cube", help="Write the reported density as a Gaussian "
                               "cube file (VMD, VESTA)."),
     max_memory: float = typer.Option(None, "--max-memory", help="Memory limit (GiB) of the "
-                                     "up-front size check of the trajectory buffers (default: "
-                                     "this machine's memory)."),
+                                     "up-front estimate (integrals, grid, trajectory) that refuses "
+                                     "a job too large (default: this machine's memory; a larger "
+                                     "value runs it anyway)."),
 ):
     """Optimise the density of FILE with a classical or learned kinetic functional (OFDFT).
 
@@ -280,18 +302,19 @@ def solve_command(
                             negative_density_penalty=negative_density_penalty, quiet=quiet,
                             basis=basis, grid_level=grid_level, grid_dtype=grid_dtype,
                             index=index, charge=charge, json_output=json_output,
-                            trajectory=trajectory, cube=cube)
+                            trajectory=trajectory, cube=cube, max_memory=max_memory)
 
 
 def _solve_after_checks(file, *, functional, learned, init, optimizer, steps, lr, xc, rule, gtol,
                         stop_at_gtol, negative_density_penalty, quiet, basis, grid_level,
-                        grid_dtype, index, charge, json_output, trajectory, cube):
+                        grid_dtype, index, charge, json_output, trajectory, cube, max_memory):
     """``mofdft solve`` once its options are checked: the solve, its outputs and summary."""
     from rich.console import Console
 
     console = Console(stderr=True, quiet=quiet or json_output)
     solver_options = {"optimizer": optimizer, "stop_at_gtol": stop_at_gtol,
-                      "negative_density_penalty": negative_density_penalty}
+                      "negative_density_penalty": negative_density_penalty,
+                      "max_memory_gib": max_memory}
     if learned:
         from mofdft_jax.commands.learned_solve import run_solve_learned
 
@@ -368,11 +391,14 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
               charge: int | None = None,
               trajectory: Path | None = None, cube: Path | None = None, console=None,
               grid_dtype: str = "float64", optimizer: str = "sgd",
-              stop_at_gtol: bool | None = None, negative_density_penalty: float = 0.0):
+              stop_at_gtol: bool | None = None, negative_density_penalty: float = 0.0,
+              max_memory_gib: float | None = None):
     """Everything ``mofdft solve`` does; returns ``(summary dict, SolveResult)``.
 
     ``optimizer``, ``lr``, ``rule`` and ``stop_at_gtol`` as in :func:`mofdft_jax.solver.solve`
     (``None``: that optimiser's defaults, :func:`~mofdft_jax.solver.resolve_solver_defaults`).
+    Before the integrals, the memory of the job is estimated, printed on ``console`` and checked
+    against ``max_memory_gib`` (:func:`check_memory_estimate`).
     """
     import numpy as np
 
@@ -380,6 +406,7 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
 
     from mofdft_jax.config import ensure_x64
     from mofdft_jax.qchem.basis import PAPER_BASIS, make_auxmol, make_mol
+    from mofdft_jax.qchem.estimate import estimate_solve_memory
     from mofdft_jax.qchem.guesses import initial_guess
     from mofdft_jax.qchem.integrals import build_integral_bundle
     from mofdft_jax.qchem.settings import PAPER_SETTINGS
@@ -400,6 +427,12 @@ def run_solve(file: str, *, functional: str = "apbe", init: str = "minao", steps
         auxmol = make_auxmol(mol)
         natm, naux = mol.natm, auxmol.nao_nr()
         with_forces = natm * 3 * naux * 8 <= MAX_FORCE_INTEGRALS_BYTES
+        report_memory_estimate(
+            estimate_solve_memory(mol, auxmol, grid_level=grid_level, grid_dtype=grid_dtype,
+                                  with_overlap=spec.uses_metric, with_forces=with_forces,
+                                  name=molecule.name,
+                                  extra={"trajectory": trajectory_buffer_bytes(steps)}),
+            progress.console, max_memory_gib)
         # the preconditioned optimisers' metric S + W̃ needs the density-basis overlap
         bundle = build_integral_bundle(mol, auxmol, grid_level=grid_level,
                                        with_forces=with_forces, with_overlap=spec.uses_metric,

@@ -6,6 +6,7 @@ train --visited`` trains on them (fingerprint, metrics, resume refusal)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -117,7 +118,7 @@ def test_train_with_visited_and_resampling_guards(trained, tiny_dataset, sampled
     manifest = json.loads((sampled / "visited.json").read_text())
     assert summary["n_train_visited"] == sum(m["n"] for m in manifest["molecules"].values())
     assert summary["train_config"]["weights"]["bound"] == 1.0
-    epoch = summary["history"][0]
+    epoch = json.loads(Path(summary["history_file"]).read_text())["history"][0]
     assert epoch["train_n_visited"] == summary["n_train_visited"]
     assert all(epoch[f"train_bound_{k}_kcal"] >= 0 for k in ("var", "desc", "conv"))
     # resampling into the same directory with other options is refused, rerunning is a no-op
