@@ -10,8 +10,9 @@ build_integral_bundle`, each alive twice while it is copied from PySCF's NumPy t
 
 * the Coulomb matrix W̃ (``naux²`` float64) and, for preconditioned optimisers and reparametrised
   functionals, the overlap W (``naux²``);
-* the basis values on the grid, ``(nblk, 4, 128, nsig)`` (:func:`~mofdft_jax.qchem.grids.
-  build_grid_bundle`): ``nsig = naux`` for small molecules (dense), else the functions that reach
+* the basis values on the grid, ``(nblk, 4, 128, nsig)``, :data:`GRID_COPIES` times
+  (:func:`~mofdft_jax.qchem.grids.build_grid_bundle`): ``nsig = naux`` for small molecules
+  (dense), else the functions that reach
   the densest block, estimated as the most functions whose screening radius
   √(ln 10¹² / α_min) + 2 Bohr covers an atom (calibrated on methane boxes of 40 and 135 atoms at
   grid level 1: 568 and 826 estimated against 619 and 732 built, within 15 %);
@@ -25,8 +26,8 @@ else recomputed: counted as that limit) or the density-fitting tensor, and the g
 
 They count the listed arrays only and decide refusals; they are not reported as measurements.
 Measured against the peak resident memory (``/usr/bin/time -v``, 2-core CPU, 6-31G(2df,p)):
-``mofdft solve`` ethanol grid 2: 3.3 GiB estimated, 2.7 GB peak; 40-atom methane box grid 1:
-9.0 GiB estimated, 9.0 GB peak; ``mofdft ks --no-forces`` on that box: 1.9 GiB estimated, 1.3 GB
+``mofdft solve`` ethanol grid 2: 1.7 GiB estimated, 1.6 GB peak; 40-atom methane box grid 1:
+4.9 GiB estimated, 4.7 GB peak; ``mofdft ks --no-forces`` on that box: 1.9 GiB estimated, 1.3 GB
 peak. A 4,050-atom methane box is refused in 2 s (ks, ~1.9 TiB) and 9 s (solve, ~1.6 TiB).
 """
 
@@ -39,10 +40,12 @@ from pyscf import dft, gto
 
 #: Bohr added to each function's screening radius: the extent of a block of grid points.
 _BLOCK_REACH_BOHR = 2.0
-#: Copies of the grid basis values alive at the peak of a solve (the screened blocks, the padded
-#: array, its JAX copy, a temporary of the compiled energy): measured on a 40-atom methane box at
-#: grid level 1, peak RSS 9.0 GB with 2.2 GB of values (``/usr/bin/time -v mofdft solve``).
-GRID_COPIES = 4
+#: Copies of the grid basis values alive at the peak of a solve: the screened blocks and the
+#: padded array while it is filled (the JAX array is the padded array itself on the CPU,
+#: :func:`~mofdft_jax.qchem.grids.aligned_zeros`). Measured on a 40-atom methane box at grid
+#: level 1: peak RSS 4.7 GB with 2.2 GB of values (``/usr/bin/time -v mofdft solve``; 9.0 GB
+#: before the values were aliased instead of copied).
+GRID_COPIES = 2
 #: Threshold of the grid screening (:data:`mofdft_jax.qchem.grids.DEFAULT_SCREEN_THRESHOLD`).
 _SCREEN_THRESHOLD = 1e-12
 

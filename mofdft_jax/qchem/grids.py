@@ -209,7 +209,7 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
 
     if dense:
         nsig = _round_up(naux, function_multiple)
-        ao = np.zeros((nblk_pad, 4, block_size, nsig), dtype=dtype)
+        ao = aligned_zeros((nblk_pad, 4, block_size, nsig), dtype)
         per_chunk = max(1, int(_CHUNK_BYTES // (4 * block_size * naux * 8)))
         for b0 in range(0, nblk, per_chunk):
             b1 = min(nblk, b0 + per_chunk)
@@ -224,7 +224,7 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
     nsig = _round_up(max(1, max(len(f) for f in blocks_idx)), function_multiple)
     # np.zeros pages are committed on first write and each block's entry is released once copied,
     # so the peak stays near max(unpadded lists, padded result) rather than their sum
-    ao = np.zeros((nblk_pad, 4, block_size, nsig), dtype=dtype)
+    ao = aligned_zeros((nblk_pad, 4, block_size, nsig), dtype)
     idx = np.zeros((nblk_pad, nsig), dtype=np.int32)
     for b in range(nblk):
         vals, funcs = blocks_ao[b], blocks_idx[b]  # vals: (4, nsig_b, npts_b)
@@ -234,6 +234,26 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
     # padding blocks: zero values, indices spread over the used functions (no repeated scatter)
     idx[nblk:] = np.arange(nsig, dtype=np.int32) % (int(idx[:nblk].max()) + 1)
     return GridBundle(weights=weights, coords=coords, ao=ao, idx=idx)
+
+
+#: Alignment (bytes) at which XLA:CPU uses a host array in place (``jax.device_put(x,
+#: may_alias=True)``) instead of copying it.
+HOST_ALIGNMENT = 64
+
+
+def aligned_zeros(shape, dtype=np.float64, alignment: int = HOST_ALIGNMENT) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` whose data starts at a multiple of ``alignment`` bytes.
+
+    NumPy aligns large arrays to 16 bytes; XLA:CPU aliases a host buffer only when it is
+    64-byte aligned, and otherwise copies it on ``device_put`` (``jnp.asarray`` even made two
+    transient copies, measured: peak 3× a 2 GB array). The grid's basis values, the largest array
+    of a solve, are allocated so that the device array is the same memory on the CPU.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.zeros(nbytes + alignment, dtype=np.uint8)
+    offset = (-buffer.ctypes.data) % alignment
+    return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
 def _round_up(n: int, multiple: int) -> int:

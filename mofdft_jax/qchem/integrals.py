@@ -158,7 +158,10 @@ def build_integral_bundle(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | 
         grid = build_grid_bundle(mol, auxmol, 2 if grid_level is None else grid_level, grids=grids,
                                  block_multiple=block_multiple,
                                  function_multiple=function_multiple, dtype=grid_dtype)
-        grid = jax.tree.map(jnp.asarray, grid)
+        # in place on the CPU (64-byte aligned host arrays, qchem.grids.aligned_zeros): no copy of
+        # the basis values, the largest array of a solve; a copy to the device elsewhere
+        grid = jax.tree.map(lambda x: jax.device_put(np.ascontiguousarray(x), may_alias=True),
+                            grid)
 
     def f64(x):
         return jnp.asarray(np.asarray(x, dtype=np.float64))
