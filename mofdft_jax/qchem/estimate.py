@@ -26,9 +26,9 @@ else recomputed: counted as that limit) or the density-fitting tensor, and the g
 
 They count the listed arrays only and decide refusals; they are not reported as measurements.
 Measured against the peak resident memory (``/usr/bin/time -v``, 2-core CPU, 6-31G(2df,p)):
-``mofdft solve`` ethanol grid 2: 1.7 GiB estimated, 1.6 GB peak; 40-atom methane box grid 1:
-4.9 GiB estimated, 4.7 GB peak; ``mofdft ks --no-forces`` on that box: 1.9 GiB estimated, 1.3 GB
-peak. A 4,050-atom methane box is refused in 2 s (ks, ~1.9 TiB) and 9 s (solve, ~1.6 TiB).
+``mofdft solve`` ethanol grid 2: 1.66 GiB estimated, 1.49 GiB peak; 40-atom methane box grid 1:
+4.89 GiB estimated, 4.45 GiB peak; ``mofdft ks --no-forces`` on that box: 1.89 GiB estimated,
+1.27 GiB peak. A 4,050-atom methane box is refused in 2 s (ks, ~1.9 TiB) and 9 s (solve, ~1.6 TiB).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _BLOCK_REACH_BOHR = 2.0
 #: Copies of the grid basis values alive at the peak of a solve: the screened blocks and the
 #: padded array while it is filled (the JAX array is the padded array itself on the CPU,
 #: :func:`~mofdft_jax.qchem.grids.aligned_zeros`). Measured on a 40-atom methane box at grid
-#: level 1: peak RSS 4.7 GB with 2.2 GB of values (``/usr/bin/time -v mofdft solve``; 9.0 GB
+#: level 1: peak RSS 4.45 GiB with 2.2 GB of values (``/usr/bin/time -v mofdft solve``; 8.6 GiB
 #: before the values were aliased instead of copied).
 GRID_COPIES = 2
 #: Threshold of the grid screening (:data:`mofdft_jax.qchem.grids.DEFAULT_SCREEN_THRESHOLD`).
