@@ -5,18 +5,15 @@ import numpy as np
 import pytest
 
 from mofdft_jax.molecules import Molecule
+from mofdft_jax.molecules.io import read_molecules
 from mofdft_jax.qchem.basis import make_auxmol, make_mol
 from mofdft_jax.qchem.estimate import (count_grid_points, estimate_grid_values_bytes,
                                        estimate_ks_memory, estimate_solve_memory, format_bytes)
 from mofdft_jax.qchem.grids import build_grid_bundle, grid_bundle_nbytes, make_grids
 from mofdft_jax.qchem.settings import PAPER_SETTINGS
 
-ETHANOL = Molecule.from_angstrom(
-    [6, 6, 8, 1, 1, 1, 1, 1, 1],
-    [[0.9011, -0.075, 0.0144], [-0.5844, -0.3678, 0.0562], [-1.3058, 0.8221, 0.3398],
-     [1.2367, 0.3507, 0.9658], [1.1285, 0.6626, -0.7623], [1.4724, -0.9854, -0.1868],
-     [-0.8088, -1.0977, 0.8394], [-0.9322, -0.7699, -0.9002], [-1.1074, 1.4606, -0.3663]],
-    name="ethanol")
+#: Ethanol from SMILES (RDKit's seeded embedding): screened grid values at level 1.
+ETHANOL = read_molecules("smiles:CCO")[0]
 WATER = Molecule.from_angstrom([8, 1, 1], [[0, 0, 0.1173], [0, 0.7572, -0.4692],
                                            [0, -0.7572, -0.4692]], name="water")
 
