@@ -220,7 +220,8 @@ def build_grid_bundle(mol: gto.Mole, auxmol: gto.Mole, level: int = 2, *,
         idx[:, :naux] = np.arange(naux, dtype=np.int32)
         return GridBundle(weights=weights, coords=coords, ao=ao, idx=idx)
 
-    blocks_ao, blocks_idx = _screen_blocks(auxmol, coords[:nblk], real, screen_threshold)
+    blocks_ao, blocks_idx = _screen_blocks(auxmol, coords[:nblk], real, screen_threshold,
+                                           dtype=dtype)
     nsig = _round_up(max(1, max(len(f) for f in blocks_idx)), function_multiple)
     # np.zeros pages are committed on first write and each block's entry is released once copied,
     # so the peak stays near max(unpadded lists, padded result) rather than their sum
@@ -262,7 +263,7 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def _screen_blocks(auxmol: gto.Mole, coords: np.ndarray, real: np.ndarray,
-                   screen_threshold: float):
+                   screen_threshold: float, dtype=np.float64):
     """Significant functions of every block, with their values on the block's real points.
 
     Consecutive blocks (spatial neighbours by construction) are handled in chunks: the analytic
@@ -271,8 +272,10 @@ def _screen_blocks(auxmol: gto.Mole, coords: np.ndarray, real: np.ndarray,
     |gradient component| on its own points exceeds ``screen_threshold``.
 
     Returns:
-      ``(values, functions)``: per block a ``(4, nsig_b, npts_b)`` array (PySCF's native
-      function-major layout, so no strided copies here) and the ``(nsig_b,)`` function indices.
+      ``(values, functions)``: per block a ``(4, nsig_b, npts_b)`` array of ``dtype`` (PySCF's
+      native function-major layout, so no strided copies here; stored in the bundle's type at
+      once, so a float32 build never holds float64 copies of every block) and the ``(nsig_b,)``
+      function indices.
     """
     nblk, block_size, _ = coords.shape
     atom, ang, alpha, coef, offset, nfunc = _shell_table(auxmol)
@@ -309,7 +312,7 @@ def _screen_blocks(auxmol: gto.Mole, coords: np.ndarray, real: np.ndarray,
         block_max = np.maximum.reduceat(amax, starts, axis=1)  # (nsel, nb)
         for j, (p0, n) in enumerate(zip(starts.tolist(), counts.tolist())):
             sig = block_max[:, j] > screen_threshold
-            blocks_ao.append(vals[:, sig, p0:p0 + n])
+            blocks_ao.append(vals[:, sig, p0:p0 + n].astype(dtype, copy=False))
             blocks_idx.append(funcs[sig])
     return blocks_ao, blocks_idx
 
