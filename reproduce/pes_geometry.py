@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -187,10 +186,9 @@ def _read_json(path: Path):
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    from mofdft_jax.data.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=1, default=float) + "\n")
 
 
 class PointEvaluator:

@@ -74,10 +74,9 @@ def _stable_hash(obj, n: int = 12) -> str:
 
 
 def _write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    from mofdft_jax.data.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def _console(progress: bool):
@@ -513,12 +512,11 @@ def _read_eval_cache(path: Path):
 
 
 def _write_eval_cache(path: Path, row: dict, coeffs: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from mofdft_jax.data.atomic import write_bytes_atomic
+
     buf = io.BytesIO()
     np.savez(buf, row=np.asarray(json.dumps(row, default=float)), coeffs=np.asarray(coeffs))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _meta_value(meta: dict, key: str):

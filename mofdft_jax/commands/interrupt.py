@@ -10,9 +10,9 @@ blocks on that socket prints one line, deletes the temporary files of unfinished
 ends the process with ``os._exit(130)`` (128 + SIGINT, the shell convention). The watcher needs
 the GIL only for a moment, and XLA, PySCF (ctypes) and BLAS release it while they compute.
 
-Output files are written through :func:`atomic_output` (a temporary file in the same folder,
-renamed over the target when complete), so an interrupt leaves either no file or the previous
-one, never a truncated file.
+Output files are written through :func:`mofdft_jax.data.atomic.atomic_path` (a temporary file in
+the same folder, renamed over the target when complete; the watcher deletes the temporaries being
+written), so an interrupt leaves either no file or the previous one, never a truncated file.
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ import contextlib
 import os
 import signal
 import socket
-import tempfile
 import threading
-from pathlib import Path
+
+# imported here, not in the watcher: an import at signal time could wait on the import lock
+from mofdft_jax.data.atomic import pending_temporaries
 
 #: Exit status after Ctrl-C: 128 + SIGINT.
 INTERRUPT_EXIT_STATUS = 128 + signal.SIGINT
-
-#: Temporary files of outputs being written (deleted by the watcher before it exits).
-_PENDING: set[str] = set()
-_LOCK = threading.Lock()
-
 
 def _watch(sock: socket.socket, message: str) -> None:
     """Block until the signal handler writes a byte, then clean up and exit."""
@@ -45,12 +41,11 @@ def _watch(sock: socket.socket, message: str) -> None:
         os.write(2, f"\n{message}\n".encode())
     except OSError:
         pass
-    with _LOCK:
-        for tmp in list(_PENDING):
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    for tmp in pending_temporaries():
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
     os._exit(INTERRUPT_EXIT_STATUS)
 
 
@@ -90,28 +85,3 @@ def exit_on_interrupt(message: str = "interrupted (Ctrl-C): nothing written"):
             reader.shutdown(socket.SHUT_RDWR)  # wakes the watcher: recv returns b""
         watcher.join(timeout=1.0)
         reader.close()
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path beside ``path``; when the block completes it replaces ``path``
-    (``os.replace``). On an exception, or Ctrl-C under :func:`exit_on_interrupt`, the temporary
-    file is removed and ``path`` is left as it was."""
-    path = Path(path).expanduser()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's 0600
-    with _LOCK:
-        _PENDING.add(tmp)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    finally:
-        with _LOCK:
-            _PENDING.discard(tmp)

@@ -165,10 +165,10 @@ def ks(
             if cube is not None:
                 from pyscf.tools import cubegen
 
-                from mofdft_jax.commands.interrupt import atomic_output
+                from mofdft_jax.data.atomic import atomic_path
 
                 status.update(f"KS-DFT {molecule.name}: density cube")
-                with atomic_output(cube) as tmp:
+                with atomic_path(cube) as tmp:
                     cubegen.density(run.mol, str(tmp), run.dm)
     if not run.converged:
         e_tot = run.energies["e_tot"]

@@ -629,19 +629,19 @@ def finish_solution(result, bundle, mol, auxmol, *, with_forces: bool, trajector
     from mofdft_jax.qchem.integrals import hf_forces as host_hf_forces
     from mofdft_jax.solver import hf_forces
 
-    from mofdft_jax.commands.interrupt import atomic_output
+    from mofdft_jax.data.atomic import atomic_path
 
     if with_forces:
         forces = np.asarray(hf_forces(result.coeffs, bundle))
     else:
         forces = host_hf_forces(result.coeffs, mol, auxmol)
     if trajectory is not None:
-        with atomic_output(trajectory) as tmp:
+        with atomic_path(trajectory) as tmp:
             write_trajectory_csv(tmp, result)
     if cube is not None:
         from mofdft_jax.qchem.cube import write_density_cube
 
-        with atomic_output(cube) as tmp:
+        with atomic_path(cube) as tmp:
             write_density_cube(tmp, result.coeffs, mol, auxmol,
                                comment=f"M-OFDFT density {label} step {result.chosen_step} "
                                        "(e/Bohr^3)")

@@ -30,20 +30,20 @@ attribute, ``meta`` (the recipe's per-molecule metadata: source id, conformer id
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from mofdft_jax.data.atomic import atomic_path, write_text_atomic
+from mofdft_jax.data.atomic import remove_stale_temporaries as _remove_stale_temporaries
 from mofdft_jax.molecules.molecule import InputError, Molecule
 
 #: Version of the shard and manifest layout; bump when the layout changes incompatibly.
@@ -58,7 +58,6 @@ RUN_FIELDS = ("wall_s",)
 RUN_ONLY_SETTINGS = ("max_memory_mb",)
 
 _SHARD_RE = re.compile(r"^(\d{6,})_[A-Za-z0-9._-]*\.h5$")
-_TMP_MARK = ".tmp-"
 
 
 class DatasetError(InputError):
@@ -214,8 +213,7 @@ def write_shard(path: str | os.PathLike, labels: Any, *, meta: dict | None = Non
     settings = {k: v for k, v in fields.pop("settings", {}).items() if k not in RUN_ONLY_SETTINGS}
     for run_field in RUN_FIELDS:
         fields.pop(run_field, None)
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["format"] = SHARD_FORMAT
             h5.attrs["schema_version"] = SCHEMA_VERSION
@@ -225,43 +223,13 @@ def write_shard(path: str | os.PathLike, labels: Any, *, meta: dict | None = Non
             h5.attrs["fields"] = json.dumps(list(fields))
             for key in sorted(fields):
                 _write_value(h5, key, fields[key])
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
     return {"file": path.name, "sha256": file_sha256(path), "size_bytes": path.stat().st_size,
             "n_steps": int(fields.get("n_steps", 0))}
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # some file systems refuse O_RDONLY fsync of directories
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` via temporary file + fsync + rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(_jsonable(obj), fh, indent=1, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    """Write ``obj`` as indented JSON to ``path`` atomically (:mod:`mofdft_jax.data.atomic`)."""
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=1, sort_keys=False) + "\n")
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
@@ -269,13 +237,7 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
 
     Only call this while holding the dataset lock (no writer can be active).
     """
-    removed = []
-    for entry in os.scandir(directory):
-        if entry.name.startswith(".") and _TMP_MARK in entry.name:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                removed.append(entry.name)
-    return sorted(removed)
+    return _remove_stale_temporaries(directory)
 
 
 # ------------------------------------------------------------------------------------------------

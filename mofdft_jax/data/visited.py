@@ -17,16 +17,15 @@ rounds of the adaptive scheme accumulate (pass several directories to ``--visite
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import secrets
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from mofdft_jax.data.shards import _TMP_MARK, _fsync_dir, file_sha256, write_json_atomic
+from mofdft_jax.data.atomic import write_bytes_atomic
+from mofdft_jax.data.shards import file_sha256, write_json_atomic
 
 VISITED_FORMAT = "mofdft_jax.visited"
 VISITED_MANIFEST = "visited.json"
@@ -63,18 +62,7 @@ def write_visited(directory: str | os.PathLike, shard_file: str,
     path = directory / visited_file_name(shard_file)
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in samples._asdict().items()})
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(buffer.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    write_bytes_atomic(path, buffer.getvalue())
     return {"file": path.name, "sha256": file_sha256(path), "n": int(samples.steps.shape[0])}
 
 

@@ -8,9 +8,9 @@ A checkpoint is two files with the same stem:
   training data, the SHA-256 of the weights file, package versions and free-form ``extra``
   metadata (e.g. the trainer's epoch and losses).
 
-Both files are written atomically (temporary file in the same folder, then ``os.replace``); the
-weights first, so a crash leaves either the old pair or a new weights file whose hash does not match
-the old metadata, which :func:`load_checkpoint` reports instead of loading a mixed pair.
+Both files are written atomically (:mod:`mofdft_jax.data.atomic`: temporary file, fsync,
+``os.replace``); the weights first, so a crash leaves either the old pair or a new weights file
+whose hash does not match the old metadata, which :func:`load_checkpoint` reports instead of loading a mixed pair.
 
 This module does file I/O but imports no host layer (no PySCF); it is the model's persistence.
 """
@@ -21,8 +21,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +31,7 @@ import numpy as np
 
 from mofdft_jax._version import __version__
 from mofdft_jax.config import ensure_x64
+from mofdft_jax.data.atomic import write_bytes_atomic
 from mofdft_jax.density.adapter import AdapterStatistics
 from mofdft_jax.model.functional import LearnedFunctional
 from mofdft_jax.model.graphormer import GraphormerConfig, abstract_graphormer
@@ -61,39 +60,6 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
     if path.suffix in (".eqx", ".json"):
         path = path.with_suffix("")
     return path.with_name(path.name + ".eqx"), path.with_name(path.name + ".json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` in one step: a temporary file in the same folder is written
-    and fsynced, then renamed over ``path`` (``os.replace``) and the folder fsynced; an exception
-    at any point (KeyboardInterrupt included) leaves ``path`` as it was, or already complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename in ``folder`` (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _statistics_to_json(stats: AdapterStatistics) -> dict:
@@ -161,8 +127,8 @@ def save_checkpoint(path, functional: LearnedFunctional, *, data_fingerprint: st
         "extra": extra or {},
     }
     text = json.dumps(meta, indent=1, allow_nan=False)
-    _atomic_write(weights_path, weights)
-    _atomic_write(meta_path, (text + "\n").encode())
+    write_bytes_atomic(weights_path, weights)
+    write_bytes_atomic(meta_path, (text + "\n").encode())
     return weights_path, meta_path
 
 

@@ -56,7 +56,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mofdft_jax.config import ensure_x64
 from mofdft_jax.density.adapter import AdapterStatistics
-from mofdft_jax.model.checkpoint import _atomic_write, checkpoint_paths, save_checkpoint
+from mofdft_jax.data.atomic import write_bytes_atomic
+from mofdft_jax.model.checkpoint import checkpoint_paths, save_checkpoint
 from mofdft_jax.model.functional import LearnedFunctional
 from mofdft_jax.train.data import TrainingSet, epoch_batches, gather_batch
 from mofdft_jax.train.losses import NORMS, LossWeights, batch_loss
@@ -318,8 +319,8 @@ def save_train_state(out, state: TrainState, identity: dict) -> None:
             "bad_epochs": state.bad_epochs, "finished": state.finished,
             "history": state.history, "blob_file": blob_path.name, "blob_sha256": digest}
     text = json.dumps(meta, indent=1) + "\n"
-    _atomic_write(blob_path, blob)
-    _atomic_write(manifest, text.encode())
+    write_bytes_atomic(blob_path, blob)
+    write_bytes_atomic(manifest, text.encode())
     _remove_stale_blobs(manifest, keep=blob_path)
 
 
