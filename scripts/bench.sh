@@ -13,6 +13,8 @@
 # usage: bash scripts/bench.sh [--ci] [--update-baseline] [pytest arguments...]
 #   --ci               the CI subset (a few minutes on 2 cores): BENCH_CI_FILES
 #   --update-baseline  write this run's ratios to results/bench/baseline.json instead of comparing
+#   --merge-baseline   like --update-baseline, but replace only the ratios of the benchmarks run
+#                      (e.g. BENCH_FILES=tests/benchmarks/test_bench_convergence.py) and keep the rest
 # environment: BENCH_TOLERANCE (1.5), BENCH_FILES (default: all of tests/benchmarks),
 #              BENCH_CI_FILES (default: test_bench_large.py test_bench_functionals.py),
 #              BENCH_OUT (results/bench)
@@ -37,7 +39,8 @@ for arg in "$@"; do
     case "$arg" in
         --ci) CI=1; FILES="${BENCH_CI_FILES:-tests/benchmarks/test_bench_large.py tests/benchmarks/test_bench_functionals.py}" ;;
         --update-baseline) UPDATE=1 ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --merge-baseline) UPDATE=2 ;;
+        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) EXTRA+=("$arg") ;;
     esac
 done
@@ -54,6 +57,7 @@ if [ "$status" -ne 0 ]; then
 fi
 ARGS=("$RUN_JSON" "$OUT/baseline.json" --tolerance "$TOLERANCE" --table "$OUT/README-table.md")
 [ "$UPDATE" = 1 ] && ARGS+=(--update)
+[ "$UPDATE" = 2 ] && ARGS+=(--update --merge)
 # the README's table shows the whole suite: only full runs of the default files write it
 [ "$CI" = 0 ] && [ -z "${BENCH_FILES:-}" ] && [ "${#EXTRA[@]}" = 0 ] && ARGS+=(--readme README.md)
 "$PY" -m mofdft_jax.bench.compare "${ARGS[@]}"

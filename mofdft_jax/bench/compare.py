@@ -113,6 +113,9 @@ def main(argv=None) -> int:
     parser.add_argument("--readme", type=Path, default=None,
                         help="also write the table into this README's 'performance' block")
     parser.add_argument("--update", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --update: replace only the ratios of the benchmarks in this "
+                        "run and keep the baseline's others (a run of some benchmark files)")
     args = parser.parse_args(argv)
     run = json.loads(args.run.read_text())
     ratios = run_ratios(run)
@@ -127,6 +130,13 @@ def main(argv=None) -> int:
                     "load_average": load, "reference": run.get("reference"),
                     "reference_s": run.get("reference_s"),
                     "ratios": {k: v["ratio"] for k, v in sorted(ratios.items())}}
+        if args.merge and args.baseline.exists():
+            kept = json.loads(args.baseline.read_text())
+            merged = dict(kept.get("ratios", {}), **baseline["ratios"])
+            baseline = dict(kept, ratios=dict(sorted(merged.items())),
+                            merged={"date_utc": when, "machine": where,
+                                    "reference_s": run.get("reference_s"),
+                                    "benchmarks": sorted(ratios)})
         args.baseline.parent.mkdir(parents=True, exist_ok=True)
         args.baseline.write_text(json.dumps(baseline, indent=2) + "\n")
         print(f"baseline written: {args.baseline} ({len(ratios)} benchmarks)")

@@ -103,6 +103,18 @@ def test_compare_flags_regressions_and_writes_table(tmp_path):
     assert json.loads(base_path.read_text())["ratios"]["b"] == pytest.approx(3.2)
 
 
+def test_merge_updates_only_the_benchmarks_of_the_run(tmp_path):
+    """``--update --merge`` (``bench.sh --merge-baseline``): a run of one file replaces its own
+    ratios and keeps every other benchmark of the baseline."""
+    run_path, _ = _run_json({"new": 2.0, "a": 1.2}, tmp_path)
+    base_path = tmp_path / "baseline.json"
+    base_path.write_text(json.dumps({"reference_s": 0.2, "ratios": {"a": 1.0, "b": 5.0}}))
+    assert compare_main([str(run_path), str(base_path), "--update", "--merge"]) == 0
+    merged = json.loads(base_path.read_text())
+    assert merged["ratios"] == {"a": pytest.approx(1.2), "b": 5.0, "new": pytest.approx(2.0)}
+    assert merged["reference_s"] == 0.2 and merged["merged"]["benchmarks"] == ["a", "new"]
+
+
 def test_in_test_ratio_takes_precedence(tmp_path):
     _, run = _run_json({"a": 1.0}, tmp_path)
     run["benchmarks"][0]["extra_info"] = {"ratio": 7.0, "seconds": 0.7, "reference_s": 0.1}
