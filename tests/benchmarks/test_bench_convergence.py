@@ -4,7 +4,11 @@ seconds until |P∇E| ≤ 1e-4, with the preconditioned L-BFGS optimiser.
 1. Ethanol, APBE + PBE at the paper's settings (6-31G(2df,p) MINAO start, grid level 2): target
    ≤ 60 steps and ≤ 5 s of solve time on the 2-core CPU; judged as the ratio to the fixed reference
    computation of ``conftest.py``.
-2. APBE + PBE at the paper's grid for C5H12, C10H22 and C20H42, each ``mofdft solve`` in its own
+2. Ethanol with the shipped learned functional (``ethanol_ts_res``, at its own label settings:
+   6-31G, grid level 1; ProjMINAO start): target ≤ 10 s of solve time (≥ 3× faster than the
+   paper's 29.7 s A100 figure for 1000 steps). The minimum it converges to is the spurious one of
+   issue 19 (tens of kcal/mol below KS); this times the solver, not the functional's accuracy.
+3. APBE + PBE at the paper's grid for C5H12, C10H22 and C20H42, each ``mofdft solve`` in its own
    process (its peak resident memory from ``os.wait4``): converged, peak ≤ 12 GiB each (target),
    solve time against the electron count fitted as t ∝ N_e^k (target k ≤ 1.3). The grid's basis
    values are stored in float32 (``--grid-dtype float32``, the explicit option): in float64,
@@ -34,14 +38,18 @@ from mofdft_jax.solver import make_energy_fn, solve
 
 TARGET_ETHANOL_STEPS = 60
 TARGET_ETHANOL_S = 5.0
+TARGET_LEARNED_S = 10.0
 TARGET_PEAK_GIB = 12.0
 TARGET_EXPONENT = 1.3
 #: Regression guards, with margin over the measurement of 2026-12-03 (idle 2-core CPU):
 #: ethanol converged at step 27 (56 evaluations) in 6.3 s and 4.3 s in two runs (ratio 58.5 and
 #: 43.9; the 5 s target met in one of them); C5H12 / C10H22 / C20H42 converged in 22 / 26 / 25 steps, solve 8.6 / 16.9 / 22.6 s
 #: (setup 8.8 / 23.7 / 67.8 s), peak 2.01 / 4.53 / 11.45 GiB, solve time ∝ N_e^0.71.
+#: Learned ethanol: converged at step 80 (169 evaluations), solve 8.8 s and 11.7 s in two runs.
 MAX_ETHANOL_STEPS = 60
 MAX_RATIO_ETHANOL = 120.0
+MAX_LEARNED_STEPS = 200
+MAX_RATIO_LEARNED = 300.0
 MAX_PEAK_GIB = 16.0
 MAX_EXPONENT = 1.3
 ALKANES = [("C5H12", "C" * 5), ("C10H22", "C" * 10), ("C20H42", "C" * 20)]
@@ -81,6 +89,43 @@ def test_ethanol_apbe_time_to_convergence(benchmark, reference_s, record_ratio):
                                                       and seconds <= TARGET_ETHANOL_S)})
     assert result.status == "converged" and steps <= MAX_ETHANOL_STEPS
     assert ratio <= MAX_RATIO_ETHANOL
+
+
+@pytest.mark.benchmark
+def test_learned_ethanol_time_to_convergence(benchmark, reference_s, record_ratio):
+    from pathlib import Path
+
+    import mofdft_jax
+    from mofdft_jax.commands.learned_solve import (load_functional, prepare_learned_molecule,
+                                                   solve_molecule_learned, solver_defaults)
+
+    checkpoint = Path(mofdft_jax.__file__).parent / "checkpoints" / "ethanol_ts_res"
+    functional, info = load_functional(checkpoint)
+    defaults = solver_defaults(info)
+    molecule = read_molecules("smiles:CCO")[0]
+    setup = prepare_learned_molecule(molecule, functional, basis=defaults["basis"],
+                                     grid_level=defaults["grid_level"], xc=defaults["xc"],
+                                     with_metric=True)
+    options = dict(optimizer="precond-lbfgs", rule="last", gtol=1e-4, setup=setup)
+    solve_molecule_learned(molecule, functional, info, steps=3, **options)  # compile
+    out = {}
+
+    def run():
+        out["summary"], out["result"] = solve_molecule_learned(molecule, functional, info,
+                                                               steps=300, **options)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    summary = out["summary"]
+    seconds = summary["solve_wall_s"]
+    ratio = record_ratio(benchmark, seconds, reference_s)
+    steps = summary["converged_step"]
+    print(f"\nethanol learned (ethanol_ts_res) precond-lbfgs: {summary['status']} at step {steps}, "
+          f"solve {seconds:.1f} s (target ≤ {TARGET_LEARNED_S} s); ratio {ratio:.1f}")
+    benchmark.extra_info.update({"steps": steps, "target_s": TARGET_LEARNED_S,
+                                 "meets_target": bool(steps is not None
+                                                      and seconds <= TARGET_LEARNED_S)})
+    assert summary["status"] == "converged" and steps <= MAX_LEARNED_STEPS
+    assert ratio <= MAX_RATIO_LEARNED
 
 
 def _solve_in_a_process(smiles: str) -> tuple[dict, float]:
