@@ -10,7 +10,7 @@ blocks on that socket prints one line, deletes the temporary files of unfinished
 ends the process with ``os._exit(130)`` (128 + SIGINT, the shell convention). The watcher needs
 the GIL only for a moment, and XLA, PySCF (ctypes) and BLAS release it while they compute.
 
-Output files are written through :func:`mofdft_jax.data.atomic.atomic_path` (a temporary file in
+Output files are written through :func:`mofdft_jax.atomic_io.atomic_path` (a temporary file in
 the same folder, renamed over the target when complete; the watcher deletes the temporaries being
 written), so an interrupt leaves either no file or the previous one, never a truncated file.
 """
@@ -24,7 +24,7 @@ import socket
 import threading
 
 # imported here, not in the watcher: an import at signal time could wait on the import lock
-from mofdft_jax.data.atomic import pending_temporaries
+from mofdft_jax.atomic_io import pending_temporaries
 
 #: Exit status after Ctrl-C: 128 + SIGINT.
 INTERRUPT_EXIT_STATUS = 128 + signal.SIGINT

@@ -165,7 +165,7 @@ def ks(
             if cube is not None:
                 from pyscf.tools import cubegen
 
-                from mofdft_jax.data.atomic import atomic_path
+                from mofdft_jax.atomic_io import atomic_path
 
                 status.update(f"KS-DFT {molecule.name}: density cube")
                 with atomic_path(cube) as tmp:

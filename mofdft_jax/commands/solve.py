@@ -629,7 +629,7 @@ def finish_solution(result, bundle, mol, auxmol, *, with_forces: bool, trajector
     from mofdft_jax.qchem.integrals import hf_forces as host_hf_forces
     from mofdft_jax.solver import hf_forces
 
-    from mofdft_jax.data.atomic import atomic_path
+    from mofdft_jax.atomic_io import atomic_path
 
     if with_forces:
         forces = np.asarray(hf_forces(result.coeffs, bundle))

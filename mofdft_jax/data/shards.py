@@ -42,8 +42,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mofdft_jax.data.atomic import atomic_path, write_text_atomic
-from mofdft_jax.data.atomic import remove_stale_temporaries as _remove_stale_temporaries
+from mofdft_jax.atomic_io import atomic_path, write_text_atomic
+from mofdft_jax.atomic_io import remove_stale_temporaries as _remove_stale_temporaries
 from mofdft_jax.molecules.molecule import InputError, Molecule
 
 #: Version of the shard and manifest layout; bump when the layout changes incompatibly.
@@ -228,7 +228,7 @@ def write_shard(path: str | os.PathLike, labels: Any, *, meta: dict | None = Non
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (:mod:`mofdft_jax.data.atomic`)."""
+    """Write ``obj`` as indented JSON to ``path`` atomically (:mod:`mofdft_jax.atomic_io`)."""
     write_text_atomic(path, json.dumps(_jsonable(obj), indent=1, sort_keys=False) + "\n")
 
 

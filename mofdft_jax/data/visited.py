@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mofdft_jax.data.atomic import write_bytes_atomic
+from mofdft_jax.atomic_io import write_bytes_atomic
 from mofdft_jax.data.shards import file_sha256, write_json_atomic
 
 VISITED_FORMAT = "mofdft_jax.visited"

@@ -8,7 +8,7 @@ A checkpoint is two files with the same stem:
   training data, the SHA-256 of the weights file, package versions and free-form ``extra``
   metadata (e.g. the trainer's epoch and losses).
 
-Both files are written atomically (:mod:`mofdft_jax.data.atomic`: temporary file, fsync,
+Both files are written atomically (:mod:`mofdft_jax.atomic_io`: temporary file, fsync,
 ``os.replace``); the weights first, so a crash leaves either the old pair or a new weights file
 whose hash does not match the old metadata, which :func:`load_checkpoint` reports instead of loading a mixed pair.
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from mofdft_jax._version import __version__
 from mofdft_jax.config import ensure_x64
-from mofdft_jax.data.atomic import write_bytes_atomic
+from mofdft_jax.atomic_io import write_bytes_atomic
 from mofdft_jax.density.adapter import AdapterStatistics
 from mofdft_jax.model.functional import LearnedFunctional
 from mofdft_jax.model.graphormer import GraphormerConfig, abstract_graphormer

@@ -56,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mofdft_jax.config import ensure_x64
 from mofdft_jax.density.adapter import AdapterStatistics
-from mofdft_jax.data.atomic import write_bytes_atomic
+from mofdft_jax.atomic_io import write_bytes_atomic
 from mofdft_jax.model.checkpoint import checkpoint_paths, save_checkpoint
 from mofdft_jax.model.functional import LearnedFunctional
 from mofdft_jax.train.data import TrainingSet, epoch_batches, gather_batch

@@ -287,7 +287,7 @@ def test_interrupt_at_every_point_of_the_save_leaves_a_resumable_state(tiny_prep
     state (blob ``OUT.train.eqx``) still resumes."""
     import json
 
-    import mofdft_jax.data.atomic as atomic_module
+    import mofdft_jax.atomic_io as atomic_module
     import mofdft_jax.train.loop as loop_module
 
     tr, va = _sets(tiny_prepared)

@@ -1,8 +1,8 @@
-"""The one atomic-write helper (mofdft_jax.data.atomic)."""
+"""The one atomic-write helper (mofdft_jax.atomic_io)."""
 
 import pytest
 
-from mofdft_jax.data.atomic import (atomic_path, pending_temporaries, remove_stale_temporaries,
+from mofdft_jax.atomic_io import (atomic_path, pending_temporaries, remove_stale_temporaries,
                                     write_bytes_atomic, write_text_atomic)
 
 
