@@ -186,7 +186,7 @@ def _read_json(path: Path):
 
 
 def _write_json(path: Path, data) -> None:
-    from mofdft_jax.data.atomic import write_text_atomic
+    from mofdft_jax.atomic_io import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=1, default=float) + "\n")
 

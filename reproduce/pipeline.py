@@ -74,7 +74,7 @@ def _stable_hash(obj, n: int = 12) -> str:
 
 
 def _write_json_atomic(path: Path, data) -> None:
-    from mofdft_jax.data.atomic import write_text_atomic
+    from mofdft_jax.atomic_io import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
@@ -512,7 +512,7 @@ def _read_eval_cache(path: Path):
 
 
 def _write_eval_cache(path: Path, row: dict, coeffs: np.ndarray) -> None:
-    from mofdft_jax.data.atomic import write_bytes_atomic
+    from mofdft_jax.atomic_io import write_bytes_atomic
 
     buf = io.BytesIO()
     np.savez(buf, row=np.asarray(json.dumps(row, default=float)), coeffs=np.asarray(coeffs))
