@@ -9,11 +9,5 @@ from __future__ import annotations
 from jaxtyping import Array, Float, Int, Bool
 
 Scalar = Float[Array, ""]
-Coeffs = Float[Array, "naux"]
-CoulombMatrix = Float[Array, "naux naux"]
-Coords = Float[Array, "natm 3"]
-AtomNumbers = Int[Array, "natm"]
-Forces = Float[Array, "natm 3"]
 
-__all__ = ["Array", "Float", "Int", "Bool", "Scalar", "Coeffs", "CoulombMatrix", "Coords",
-           "AtomNumbers", "Forces"]
+__all__ = ["Array", "Float", "Int", "Bool", "Scalar"]

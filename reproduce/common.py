@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -57,17 +55,6 @@ def describe_hardware() -> str:
             mem_gib = round(int(fh.readline().split()[1]) / 2**20)
     mem = f", {mem_gib} GiB" if mem_gib else ""
     return f"{os.cpu_count()}-core CPU ({platform.machine()}){mem}"
-
-
-def fingerprint_files(paths) -> str:
-    """SHA-256 over the bytes of the given files (sorted by name): a data fingerprint."""
-    h = hashlib.sha256()
-    for p in sorted(Path(p) for p in paths):
-        h.update(p.name.encode())
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def collect_run_info(experiment: str, preset: str, seeds: dict, wall_s: float,
@@ -173,15 +160,3 @@ def apply_plot_style():
                                                     "#E69F00", "#56B4E9", "#F0E442", "#000000"]),
     })
     return plt
-
-
-class Stopwatch:
-    """Context manager measuring wall time in seconds (``.wall_s``)."""
-
-    def __enter__(self):
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall_s = time.perf_counter() - self._t0
-        return False

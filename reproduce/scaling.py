@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mofdft_jax.bench import fit_scaling, loglog_slope, predict, run_isolated, system_file
-from mofdft_jax.bench.fit import PAPER_FITS, scaling_model
+from mofdft_jax.bench.fit import PAPER_FITS
 from reproduce import pipeline as pl
 from reproduce.common import apply_plot_style, claims_frame, describe_hardware, markdown_table
 
@@ -299,9 +299,3 @@ def run(ctx):
                                 data_fingerprints={}, intro=intro, figures=figures,
                                 extra_tables={"fits": fit_table},
                                 extra_info={"time_metric": metric})
-
-
-def paper_curve(method: str, n_electrons):
-    """The paper's fitted time (s) at ``n_electrons`` (spec §5.7)."""
-    p = PAPER_FITS["ksdft" if method == "KS-DFT" else "mofdft"]
-    return scaling_model(np.asarray(n_electrons, float), p["a"], p["b"], p["c"], p["d"])

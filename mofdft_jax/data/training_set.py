@@ -197,8 +197,3 @@ def _visited_rows(samples) -> dict:
     if samples is None:
         return {}
     return {"visited_coeffs": samples.coeffs, "visited_bounds": samples.bounds}
-
-
-def molecules_of(prepared: PreparedData, split: str) -> list[MoleculeData]:
-    """The prepared molecules of one split (empty list if absent)."""
-    return list(prepared.splits.get(split, []))

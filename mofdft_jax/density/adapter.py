@@ -426,13 +426,6 @@ def standardise_coeffs(slots: Float[Array, "natm 477"], atom_numbers: Int[Array,
     return jnp.where(mask, (slots - stats.coeff_mean) * stats.scale, 0.0)
 
 
-def standardise_gradient(grad_slots: Float[Array, "natm 477"], atom_numbers: Int[Array, "natm"],
-                         stats: AdapterStatistics) -> Float[Array, "natm 477"]:
-    """∂T/∂p′ → the gradient the network sees, (∂T/∂p′ - ḡ)/λ (spec §2.3–2.4), 0 off-block."""
-    mask = slot_mask(atom_numbers)
-    return jnp.where(mask, (grad_slots - stats.grad_mean) / stats.scale, 0.0)
-
-
 def atomref_energy(slots: Float[Array, "natm 477"], atom_numbers: Int[Array, "natm"],
                    stats: AdapterStatistics) -> Float[Array, ""]:
     """T_AtomRef = ḡᵀp′ + Σ_a T̄_{Z(a)} + T̄_global, kcal/mol (spec §2.4, Eq. 8)."""
