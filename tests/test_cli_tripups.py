@@ -559,3 +559,25 @@ def test_ctrl_c_during_ks_exits_130_at_once(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert wall_s < 1.0, wall_s
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_interrupt_watcher_ignores_other_signals_and_exits_on_sigint():
+    """Python writes every handled signal's number to the wakeup fd: a SIGUSR1 (with a handler)
+    must not end the process, SIGINT must (status 130, one line)."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, time\n"
+            "from mofdft_jax.commands.interrupt import exit_on_interrupt\n"
+            "signal.signal(signal.SIGUSR1, lambda *a: None)\n"
+            "with exit_on_interrupt():\n"
+            "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+            "    time.sleep(0.3)\n"
+            "    print('survived', flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(10)\n"
+            "    print('not reached', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 130 and proc.stdout == "survived\n", (proc.stdout, proc.stderr)
+    assert proc.stderr.strip() == "interrupted (Ctrl-C): nothing written"

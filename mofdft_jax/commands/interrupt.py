@@ -29,14 +29,20 @@ from mofdft_jax.atomic_io import pending_temporaries
 #: Exit status after Ctrl-C: 128 + SIGINT.
 INTERRUPT_EXIT_STATUS = 128 + signal.SIGINT
 
+
 def _watch(sock: socket.socket, message: str) -> None:
-    """Block until the signal handler writes a byte, then clean up and exit."""
-    try:
-        data = sock.recv(1)
-    except OSError:
-        return
-    if not data:  # the socket was closed: the command finished
-        return
+    """Block until the signal handler writes SIGINT's number, then clean up and exit. (Python
+    writes the number of every signal that has a Python handler, e.g. SIGWINCH: those are
+    skipped.)"""
+    while True:
+        try:
+            data = sock.recv(1)
+        except OSError:
+            return
+        if not data:  # the socket was closed: the command finished
+            return
+        if data[0] == signal.SIGINT:
+            break
     try:
         os.write(2, f"\n{message}\n".encode())
     except OSError:
