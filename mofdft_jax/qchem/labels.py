@@ -44,7 +44,7 @@ import numpy as np
 
 from mofdft_jax.molecules.molecule import Molecule
 from mofdft_jax.qchem.settings import (ENERGY_KEYS, LABEL_PRESETS, PAPER_CONV_TOL, PAPER_SETTINGS,
-                                       QUICK_SETTINGS, TARGETS, TEST_SETTINGS, LabelSettings)
+                                       QUICK_SETTINGS, TEST_SETTINGS, LabelSettings)
 
 
 @dataclasses.dataclass
@@ -577,6 +577,6 @@ def _stack_rows(run_steps: list[dict], rows: list[np.ndarray]) -> dict:
 
 
 __all__ = ["ENERGY_KEYS", "LABEL_PRESETS", "PAPER_CONV_TOL", "PAPER_SETTINGS", "QUICK_SETTINGS",
-           "TARGETS", "TEST_SETTINGS", "LabelSettings", "MoleculeLabels", "compute_labels",
+           "TEST_SETTINGS", "LabelSettings", "MoleculeLabels", "compute_labels",
            "compute_step_labels", "evaluate_grid_terms", "huckel_density_matrix",
            "compute_response_labels", "labels_from_run", "perturbed_runs"]

@@ -8,8 +8,6 @@ from mofdft_jax.qchem.basis import ETB_BETA, PAPER_BASIS
 
 #: 1 meV in Hartree: the paper's SCF convergence threshold on the energy change (spec §1.1).
 PAPER_CONV_TOL = 3.674932e-5
-#: Label target names (spec §3.4): residual KEDF, kinetic + XC, total energy.
-TARGETS = ("ts_res", "txc", "tot")
 #: KS energy component names stored per step and at convergence.
 ENERGY_KEYS = ("e_tot", "kinetic", "hartree", "xc", "external", "e_nuc")
 

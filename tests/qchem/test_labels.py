@@ -13,12 +13,13 @@ from pyscf import dft
 
 from mofdft_jax.functionals import apbe_energy, external_energy, hartree_energy, pbe_xc_energy
 from mofdft_jax.molecules import Molecule
+from mofdft_jax.model.functional import TARGETS  # the one registry of targets
 from mofdft_jax.qchem.basis import make_auxmol
 from mofdft_jax.qchem.fitting import fit_density
 from mofdft_jax.qchem.forces import hf_forces_of_density_matrix
 from mofdft_jax.qchem.integrals import build_integral_bundle, hf_forces
 from mofdft_jax.qchem.ksdft import run_ks
-from mofdft_jax.qchem.labels import (ENERGY_KEYS, TARGETS, MoleculeLabels, evaluate_grid_terms,
+from mofdft_jax.qchem.labels import (ENERGY_KEYS, MoleculeLabels, evaluate_grid_terms,
                                      labels_from_run)
 from mofdft_jax.qchem.settings import LabelSettings
 
