@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from mofdft_jax.molecules import Molecule
-from mofdft_jax.qchem.labels import ENERGY_KEYS, TARGETS, TEST_SETTINGS, MoleculeLabels
+from mofdft_jax.model.functional import TARGETS
+from mofdft_jax.qchem.labels import ENERGY_KEYS, TEST_SETTINGS, MoleculeLabels
 
 
 def synthetic_labels(rng, n_steps=4, naux=7, name="water", wall_s=1.25) -> MoleculeLabels:
