@@ -152,7 +152,8 @@ def ks(
     mol = make_mol(molecule, settings.basis, max_memory_mb=settings.max_memory_mb)
     report_memory_estimate(estimate_ks_memory(mol, settings, name=molecule.name),
                            None if json_output else console, max_memory)
-    with exit_on_interrupt(), console.status(f"KS-DFT {molecule.name} ({molecule.formula}, {settings.basis})") as status:
+    title = f"KS-DFT {molecule.name} ({molecule.formula}, {settings.basis})"
+    with exit_on_interrupt(), console.status(title) as status:
         def on_step(k, e_tot, delta_e):
             status.update(f"KS-DFT {molecule.name}: step {k}  E = {e_tot:.10f} Ha  "
                           f"ΔE = {delta_e:+.2e}")

@@ -148,6 +148,14 @@ def _gib(n_bytes: float) -> str:
     return format_bytes(n_bytes)
 
 
+def memory_limit(max_memory_gib: float | None = None) -> tuple[float, str]:
+    """``(bytes, what it is)`` of the up-front size checks: ``--max-memory`` GiB when given, else
+    :func:`machine_memory_bytes`."""
+    if max_memory_gib is None:
+        return machine_memory_bytes(), "this machine's memory"
+    return max_memory_gib * 2**30, "--max-memory"
+
+
 def check_steps_memory(steps: int, max_memory_gib: float | None = None) -> int:
     """Refuse (:class:`~mofdft_jax.molecules.InputError`, exit status 2) a ``--steps`` whose
     trajectory buffers (:func:`trajectory_buffer_bytes`) exceed ``max_memory_gib`` (default:
@@ -156,9 +164,8 @@ def check_steps_memory(steps: int, max_memory_gib: float | None = None) -> int:
     from mofdft_jax.solver.optimize import trajectory_capacity
 
     need = trajectory_buffer_bytes(steps)
-    limit = machine_memory_bytes() if max_memory_gib is None else max_memory_gib * 2**30
+    limit, source = memory_limit(max_memory_gib)
     if need > limit:
-        source = "--max-memory" if max_memory_gib is not None else "this machine's memory"
         states = trajectory_capacity(int(steps))
         raise InputError(f"--steps {steps}: the trajectory buffers alone need ~{_gib(need)} "
                          f"({states} states x {TRAJECTORY_SERIES} float64 series x "
@@ -173,9 +180,8 @@ def check_memory_estimate(estimate, max_memory_gib: float | None = None) -> None
     :func:`machine_memory_bytes`), before its integrals are computed."""
     from mofdft_jax.molecules import InputError
 
-    limit = machine_memory_bytes() if max_memory_gib is None else max_memory_gib * 2**30
+    limit, source = memory_limit(max_memory_gib)
     if estimate.total_bytes > limit:
-        source = "--max-memory" if max_memory_gib is not None else "this machine's memory"
         raise InputError(f"{estimate.describe()}: more than the {_gib(limit)} of {source}; give "
                          "--max-memory GIB to run it anyway, or a smaller molecule, a lower "
                          "--grid-level or (solve) --grid-dtype float32")

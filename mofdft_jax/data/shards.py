@@ -42,8 +42,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mofdft_jax.atomic_io import atomic_path, write_text_atomic
-from mofdft_jax.atomic_io import remove_stale_temporaries as _remove_stale_temporaries
+# remove_stale_temporaries is re-exported for the datasets (call it under the dataset lock only)
+from mofdft_jax.atomic_io import (atomic_path, remove_stale_temporaries,  # noqa: F401
+                                  write_text_atomic)
 from mofdft_jax.molecules.molecule import InputError, Molecule
 
 #: Version of the shard and manifest layout; bump when the layout changes incompatibly.
@@ -230,14 +231,6 @@ def write_shard(path: str | os.PathLike, labels: Any, *, meta: dict | None = Non
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (:mod:`mofdft_jax.atomic_io`)."""
     write_text_atomic(path, json.dumps(_jsonable(obj), indent=1, sort_keys=False) + "\n")
-
-
-def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
-    """Delete temporaries left by killed writers (``.<name>.tmp-…``); returns their names.
-
-    Only call this while holding the dataset lock (no writer can be active).
-    """
-    return _remove_stale_temporaries(directory)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,14 +10,15 @@ build_integral_bundle`, each alive twice while it is copied from PySCF's NumPy t
 
 * the Coulomb matrix W̃ (``naux²`` float64) and, for preconditioned optimisers and reparametrised
   functionals, the overlap W (``naux²``);
-* the basis values on the grid, ``(nblk, 4, 128, nsig)``, :data:`GRID_COPIES` times
+* the basis values on the grid, ``(nblk, 4, blk, nsig)``, :data:`GRID_COPIES` times
   (:func:`~mofdft_jax.qchem.grids.build_grid_bundle`): ``nsig = naux`` for small molecules
   (dense), else the functions that reach
   the densest block, estimated as the most functions whose screening radius
   √(ln 10¹² / α_min) + 2 Bohr covers an atom (calibrated on methane boxes of 40 and 135 atoms at
   grid level 1: 568 and 826 estimated against 619 and 732 built, within 15 %);
 * the Hellmann–Feynman force integrals ``(natm, 3, naux)`` when they are stored, the block of
-  3-centre integrals of the initial-guess fit (at most 2,000 MB) and the solver's trajectory.
+  3-centre integrals of the initial-guess fit (at most
+  :data:`~mofdft_jax.qchem.fitting.FIT_BLOCK_MB`) and the solver's trajectory.
 
 ``mofdft ks`` (:func:`estimate_ks_memory`): the density and Fock matrices recorded at every SCF
 step (three ``nao²`` arrays per step, up to ``max_cycle + 2`` steps), PySCF's working matrices
@@ -46,8 +47,6 @@ _BLOCK_REACH_BOHR = 2.0
 #: level 1: peak RSS 4.45 GiB with 2.2 GB of values (``/usr/bin/time -v mofdft solve``; 8.6 GiB
 #: before the values were aliased instead of copied).
 GRID_COPIES = 2
-#: Threshold of the grid screening (:data:`mofdft_jax.qchem.grids.DEFAULT_SCREEN_THRESHOLD`).
-_SCREEN_THRESHOLD = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +101,11 @@ def estimate_significant_functions(auxmol: gto.Mole, chunk: int = 64) -> int:
     """Most density-basis functions that reach one block of grid points (see the module
     docstring), at most ``naux``. Distances in chunks of ``chunk`` atoms: memory
     ``chunk × nbas``."""
+    from mofdft_jax.qchem.grids import DEFAULT_SCREEN_THRESHOLD, _shell_table
+
     coords = auxmol.atom_coords()
-    atoms = np.array([auxmol.bas_atom(b) for b in range(auxmol.nbas)])
-    nfunc = np.array([auxmol.bas_nctr(b) * (2 * auxmol.bas_angular(b) + 1)
-                      for b in range(auxmol.nbas)])
-    alpha_min = np.array([auxmol.bas_exp(b).min() for b in range(auxmol.nbas)])
-    reach = np.sqrt(np.log(1.0 / _SCREEN_THRESHOLD) / alpha_min) + _BLOCK_REACH_BOHR
+    atoms, _, alpha_min, _, _, nfunc = _shell_table(auxmol)  # per shell; the grid's own table
+    reach = np.sqrt(np.log(1.0 / DEFAULT_SCREEN_THRESHOLD) / alpha_min) + _BLOCK_REACH_BOHR
     centres = coords[atoms]
     best = 0
     for a0 in range(0, len(coords), chunk):
@@ -117,11 +115,13 @@ def estimate_significant_functions(auxmol: gto.Mole, chunk: int = 64) -> int:
 
 
 def estimate_grid_values_bytes(mol: gto.Mole, auxmol: gto.Mole, level: int, *,
-                               itemsize: int = 8, block_size: int = 128) -> tuple[int, float]:
+                               itemsize: int = 8, block_size: int | None = None
+                               ) -> tuple[int, float]:
     """``(n_grid_points, bytes)`` of the basis values of :func:`~mofdft_jax.qchem.grids.
     build_grid_bundle` (dense below its ``DENSE_LIMIT_BYTES``, else screened)."""
-    from mofdft_jax.qchem.grids import DENSE_LIMIT_BYTES
+    from mofdft_jax.qchem.grids import DEFAULT_BLOCK_SIZE, DENSE_LIMIT_BYTES
 
+    block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
     npts = count_grid_points(mol, level)
     naux = int(auxmol.nao_nr())
     nblk = -(-npts // block_size)
@@ -138,12 +138,15 @@ def estimate_solve_memory(mol: gto.Mole, auxmol: gto.Mole, *, grid_level: int | 
                           name: str = "molecule",
                           grid_dtype: str = "float64", with_overlap: bool = True,
                           with_forces: bool = True, extra: dict | None = None,
-                          fit_block_mb: float = 2000.0) -> MemoryEstimate:
+                          fit_block_mb: float | None = None) -> MemoryEstimate:
     """:class:`MemoryEstimate` of an orbital-free solve of ``mol`` (module docstring).
 
     ``grid_level`` ``None``: no grid (grid-free learned targets). ``extra``: more named parts
     in bytes (the trajectory buffers of ``mofdft solve``).
     """
+    from mofdft_jax.qchem.fitting import FIT_BLOCK_MB
+
+    fit_block_mb = FIT_BLOCK_MB if fit_block_mb is None else fit_block_mb
     naux = int(auxmol.nao_nr())
     nao = int(mol.nao_nr())
     square = naux * naux * 8.0

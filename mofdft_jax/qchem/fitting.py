@@ -34,10 +34,13 @@ from pyscf.df import incore
 from mofdft_jax.qchem.integrals import compute_v_ext
 
 FIT_KINDS = ("coulomb", "coulomb+ext", "coulomb+ext-metric")
+#: Default size limit (MB) of one block of 3-centre integrals (also counted by the up-front memory
+#: estimate, :func:`mofdft_jax.qchem.estimate.estimate_solve_memory`).
+FIT_BLOCK_MB = 2000.0
 
 
 def project_density_matrices(dms, mol: gto.Mole, auxmol: gto.Mole, *,
-                             max_memory_mb: float = 2000.0) -> np.ndarray:
+                             max_memory_mb: float = FIT_BLOCK_MB) -> np.ndarray:
     """``(ndm, naux)`` b_kμ = Σ_αβ (ω_μ|η_α η_β) Γ_k,αβ for symmetric density matrices.
 
     Args:
@@ -79,7 +82,7 @@ class DensityFitter:
     """
 
     def __init__(self, mol: gto.Mole, auxmol: gto.Mole, kind: str = "coulomb+ext", *,
-                 coulomb=None, v_ext=None, max_memory_mb: float = 2000.0):
+                 coulomb=None, v_ext=None, max_memory_mb: float = FIT_BLOCK_MB):
         if kind not in FIT_KINDS:
             raise ValueError(f"unknown fit kind {kind!r}; choose one of {', '.join(FIT_KINDS)}")
         self.mol, self.auxmol, self.kind = mol, auxmol, kind
