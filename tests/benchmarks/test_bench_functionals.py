@@ -13,7 +13,9 @@ level-2 grid (≈ 66k points). Measured, in the same process:
   report gives times, ratios to both references, and the ratio to that floor.
 
 Goal (issue 5): 1000 solver steps ≤ 15 s on 2 cores ⇒ one energy+gradient ≲ 12 ms. The assertion is
-a regression guard on the ratio to the bandwidth reference (see MAX_RATIO_TO_STREAM).
+a regression guard on the ratio to the bandwidth reference (see MAX_RATIO_TO_STREAM), and the ratio
+``scripts/bench.sh`` compares with the baseline is the screened wall time over its stream floor
+(the same bandwidth reference, timed in the same rounds), not the session's compute reference.
 
 Measured (2-core EPYC VM shared with other jobs, load average ≈ 20, so wall times are inflated
 ~5-10×; CPU times and ratios are the meaningful numbers): 65,632 points; screened bundle 728 MB
@@ -77,7 +79,7 @@ def apbe_pbe(coeffs, grid):
 
 
 @pytest.mark.benchmark
-def test_ethanol_apbe_pbe_energy_and_gradient(benchmark):
+def test_ethanol_apbe_pbe_energy_and_gradient(benchmark, record_ratio):
     mol = gto.M(atom=ETHANOL, basis="6-31G(2df,p)", verbose=0)
     auxmol = make_auxmol(mol)
     assert auxmol.nao_nr() == 454
@@ -159,6 +161,12 @@ def test_ethanol_apbe_pbe_energy_and_gradient(benchmark):
                                          / jnp.linalg.norm(g_scr))
     report["target_step_ms"] = TARGET_STEP_MS
     benchmark.extra_info.update(report)
+    # The regression ratio is judged against this test's own bandwidth reference, not the session's
+    # compute reference: the step is memory-bandwidth bound, and machines differ in their
+    # compute/bandwidth balance (the CI machine of 2026-12-03 ran the compute reference 2.2x faster
+    # than the baseline machine, this step only 1.4x faster: a false 1.5x "regression").
+    record_ratio(benchmark, med_wall["screened"], report["screened_stream_floor_ms"] / 1e3,
+                 reference_kind="stream floor: 2 x ao.nbytes at the in-run jitted-sum bandwidth")
     print("\n" + "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
                            for k, v in report.items()))
     assert min(ratios) < MAX_RATIO_TO_STREAM
